@@ -1,0 +1,48 @@
+"""The few kinds of error the system raises.
+
+Like containerd's errdefs: every failure is one of a handful of kinds, with the cause chained.
+Front ends map a kind to an exit code or a status code at the edge, and nowhere else.
+"""
+
+from __future__ import annotations
+
+
+class HyperError(Exception):
+    """Base of every error the project raises on purpose."""
+
+    exit_code = 125  # what `docker run` returns when the daemon-side failed
+
+
+class InvalidArgument(HyperError):
+    """The caller asked for something malformed or impossible."""
+
+
+class NotFound(HyperError):
+    """The named object does not exist (or is not visible to the caller)."""
+
+
+class AlreadyExists(HyperError):
+    """An object with that name or id exists already."""
+
+
+class FailedPrecondition(HyperError):
+    """The object is in a state that does not allow the operation."""
+
+
+class Unavailable(HyperError):
+    """A component needed for the operation is missing or not answering."""
+
+
+class ProtocolError(HyperError):
+    """A peer (the guest agent, QEMU) sent something that breaks the protocol.
+
+    The peer is treated as hostile: the connection that raised this is closed.
+    """
+
+
+class Timeout(HyperError):
+    """An operation did not finish within its bound."""
+
+
+class Internal(HyperError):
+    """A bug or an unexpected failure of the host."""
