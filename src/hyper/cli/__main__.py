@@ -1,0 +1,5 @@
+import sys
+
+from hyper.cli.main import main
+
+sys.exit(main())

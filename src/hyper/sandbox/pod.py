@@ -1,0 +1,438 @@
+"""A pod: one micro-VM, its agent, and the containers inside it.
+
+This is the only place where the parts meet: the VM driver (:mod:`hyper.vmm`), the agent client
+(:mod:`hyper.agent`) and the images (:mod:`hyper.images`) do not know each other. Like Kata's
+sandbox, a pod has an explicit state, refuses an operation in the wrong state with an error naming
+both, and rolls back everything a failed start made (QEMU, sockets, files).
+
+Start-up, in order: the root filesystem image of each distinct container image (cached), the
+pod's runtime directory and its lock, the agent socket (listening before QEMU starts, so QEMU
+connects to it as a client), QEMU, the agent's handshake, the pod set-up (hostname, clock,
+entropy), then each container's filesystem. A container's main process starts separately
+(:meth:`Pod.start_container`), so a front end can attach its stdio first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hyper import errors
+from hyper.agent.client import AgentClient, Process
+from hyper.config import Settings
+from hyper.images.rootfs import erofs_image
+from hyper.images.store import Image, ImageStore
+from hyper.model.pod import ContainerSpec, PodSpec
+from hyper.proto import messages
+from hyper.sandbox.rundir import PodDir
+from hyper.vmm.machine import Disk, MachineConfig, VmExit
+from hyper.vmm.qemu.driver import QemuVm
+
+_log = logging.getLogger(__name__)
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class PodState(enum.Enum):
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Guest:
+    """The guest a pod boots: resolved by the caller (see :mod:`hyper.guest`)."""
+
+    kernel: Path
+    initrd: Path
+    accelerator: str
+    append: str = ""
+
+
+@dataclass
+class Container:
+    spec: ContainerSpec
+    image: Image
+    disk: str
+    process: Process | None = None
+    exit: messages.Exit | None = None
+    argv: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    workdir: str = "/"
+    user: str = ""
+
+
+class Pod:
+    """One pod; create it, :meth:`start` it, then start and exec its containers' processes."""
+
+    def __init__(
+        self,
+        spec: PodSpec,
+        *,
+        settings: Settings,
+        images: ImageStore,
+        guest: Guest,
+        pod_id: str | None = None,
+    ) -> None:
+        self.id = pod_id or secrets.token_hex(32)
+        self.spec = spec
+        self.state = PodState.CREATED
+        self.settings = settings
+        self.log = _log.getChild(spec.name)
+        self._images = images
+        self._guest = guest
+        self._dir = PodDir(settings.paths.pods / self.id)
+        self._vm: QemuVm | None = None
+        self._agent: AgentClient | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self.vm_exit: VmExit | None = None
+        self._vm_gone = asyncio.Event()
+        self.containers: dict[str, Container] = {}
+        self._exec_ids = 0
+        self._lock = asyncio.Lock()
+
+    @property
+    def dir(self) -> Path:
+        return self._dir.path
+
+    @property
+    def vm_pid(self) -> int | None:
+        return self._vm.pid if self._vm else None
+
+    @property
+    def agent(self) -> AgentClient:
+        if self._agent is None or self.state is not PodState.RUNNING:
+            raise errors.FailedPrecondition(f"pod {self.spec.name} is {self.state.value}, "
+                                            "expected running")
+        return self._agent
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._expect(PodState.CREATED)
+        self.state = PodState.STARTING
+        started = time.monotonic()
+        try:
+            await self._start()
+        except BaseException as exc:
+            self.log.debug("start failed, rolling back: %r", exc)
+            self.state = PodState.FAILED
+            console = self._vm.console_tail() if self._vm else ""
+            await self._teardown(kill=True)
+            if isinstance(exc, errors.HyperError) and console and not isinstance(
+                exc, errors.InvalidArgument | errors.NotFound
+            ):
+                raise type(exc)(f"{exc}\n--- guest console (tail) ---\n{console[-2000:]}") from exc
+            raise
+        self.state = PodState.RUNNING
+        self.log.info("pod %s running in %.0f ms", self.spec.name,
+                      (time.monotonic() - started) * 1000)
+
+    async def _start(self) -> None:
+        images = await self._prepare_images()
+        self._dir.create(self.spec, self.id)
+        listener = _listen(self._dir.agent_socket)
+        try:
+            disks = tuple(
+                Disk(id=disk, path=path, readonly=True, format="raw")
+                for disk, path in images.items()
+            )
+            config = MachineConfig(
+                name=self.spec.name,
+                accelerator=self._guest.accelerator,
+                cpus=self.spec.cpus or self.settings.vm.cpus,
+                memory_mb=self.spec.memory_mb or self.settings.vm.memory_mb,
+                kernel=self._guest.kernel,
+                initrd=self._guest.initrd,
+                append=self._guest.append,
+                disks=disks,
+                agent_socket=self._dir.agent_socket,
+                run_dir=self._dir.vm_dir,
+            )
+            self._vm = QemuVm(config, self.settings.vm, logger=self.log)
+            await self._vm.start()
+            self._watch = asyncio.create_task(self._watch_vm(), name=f"watch-{self.spec.name}")
+            self._agent = await self._connect(listener)
+        finally:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                self._dir.agent_socket.unlink()
+        await self._agent.setup_pod(
+            messages.SetupPod(
+                hostname=self.spec.hostname or _hostname(self.spec.name),
+                time_ns=time.time_ns(),
+                entropy=secrets.token_hex(64),
+            )
+        )
+        for container in self.containers.values():
+            await self._agent.add_container(
+                messages.AddContainer(
+                    container.spec.name,
+                    container.disk,
+                    "erofs",
+                    self.settings.container.scratch_mb,
+                )
+            )
+
+    async def _prepare_images(self) -> dict[str, Path]:
+        """Resolve every container's image and its root filesystem; one disk per image."""
+        disks: dict[str, Path] = {}
+        by_digest: dict[str, str] = {}
+        for spec in self.spec.containers:
+            image = await asyncio.to_thread(self._images.resolve, spec.image)
+            disk = by_digest.get(image.digest)
+            if disk is None:
+                disk = f"img{len(by_digest)}"
+                by_digest[image.digest] = disk
+                disks[disk] = await erofs_image(self._images, image)
+            container = Container(spec=spec, image=image, disk=disk)
+            _apply_image_defaults(container)
+            self.containers[spec.name] = container
+        return disks
+
+    async def _connect(self, listener: socket.socket) -> AgentClient:
+        timeout = self.settings.vm.boot_timeout
+        loop = asyncio.get_running_loop()
+        accept = loop.sock_accept(listener)
+        vm_gone = asyncio.ensure_future(self._vm_exited())
+        try:
+            done, _ = await asyncio.wait(
+                {asyncio.ensure_future(accept), vm_gone},
+                timeout=timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            vm_gone.cancel()
+        if not done:
+            raise errors.Timeout(f"QEMU did not connect to the agent socket within {timeout:g} s")
+        first = done.pop()
+        if first is vm_gone:
+            raise errors.Unavailable(f"the VM exited during boot: {self.vm_exit}")
+        conn, _ = first.result()
+        reader, writer = await asyncio.open_connection(sock=conn)
+        agent = AgentClient(reader, writer, logger=self.log.getChild("agent"))
+        await agent.handshake(timeout)
+        return agent
+
+    async def _vm_exited(self) -> None:
+        await self._vm_gone.wait()
+
+    async def _watch_vm(self) -> None:
+        assert self._vm is not None
+        self.vm_exit = await self._vm.wait()
+        self._vm_gone.set()
+        if self.state in (PodState.STARTING, PodState.RUNNING):
+            self.log.error("the VM of pod %s exited unexpectedly: %s", self.spec.name,
+                           self.vm_exit.reason)
+            self.state = PodState.FAILED
+            reason = errors.Unavailable(f"the pod's VM exited: {self.vm_exit.reason}")
+            for container in self.containers.values():
+                if container.process is not None:
+                    container.process._fail(reason)
+            if self._agent is not None:
+                self._agent._shutdown(reason)
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop every container (SIGTERM, then SIGKILL after the grace period), power off."""
+        async with self._lock:
+            if self.state in (PodState.STOPPED, PodState.CREATED):
+                self.state = PodState.STOPPED
+                await self._teardown(kill=False)
+                return
+            grace = self.settings.container.stop_timeout if timeout is None else timeout
+            if self.state is PodState.RUNNING:
+                self.state = PodState.STOPPING
+                with contextlib.suppress(errors.HyperError):
+                    await asyncio.gather(*(self._stop_container(c, grace)
+                                           for c in self.containers.values()))
+                with contextlib.suppress(errors.HyperError):
+                    await self._agent.shutdown(timeout=5.0) if self._agent else None
+            await self._teardown(kill=False)
+            self.state = PodState.STOPPED
+
+    async def destroy(self) -> None:
+        """Kill the VM now and remove everything the pod made."""
+        async with self._lock:
+            if self.state is not PodState.STOPPED:
+                self.state = PodState.STOPPING
+            await self._teardown(kill=True)
+            self.state = PodState.STOPPED
+
+    async def _teardown(self, *, kill: bool) -> None:
+        if self._agent is not None:
+            await self._agent.close()
+        if self._vm is not None and self.vm_exit is None:
+            with contextlib.suppress(errors.FailedPrecondition):
+                self.vm_exit = await (self._vm.kill() if kill else self._vm.stop(timeout=5.0))
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, errors.HyperError):
+                await self._watch
+        self._dir.remove()
+
+    # ------------------------------------------------------------ processes
+
+    async def start_container(
+        self, name: str, *, stdin: bool = False, tty: bool | None = None,
+        rows: int = 24, cols: int = 80,
+    ) -> Process:
+        """Start a container's main process (its id is the container's name)."""
+        container = self._container(name)
+        if container.process is not None and not container.process.exited:
+            raise errors.FailedPrecondition(f"container {name} is running already")
+        container.exit = None
+        use_tty = container.spec.tty if tty is None else tty
+        container.process = await self.agent.exec(
+            name,
+            name,
+            container.argv,
+            env=container.env,
+            cwd=container.workdir,
+            user=container.user,
+            tty=use_tty,
+            stdin=stdin or container.spec.stdin,
+            rows=rows,
+            cols=cols,
+        )
+        return container.process
+
+    async def exec(
+        self,
+        container_name: str,
+        argv: Sequence[str],
+        *,
+        env: Sequence[str] = (),
+        workdir: str = "",
+        user: str = "",
+        tty: bool = False,
+        stdin: bool = False,
+        rows: int = 24,
+        cols: int = 80,
+    ) -> Process:
+        """Run another process in a running container, like ``docker exec``."""
+        container = self._container(container_name)
+        if container.process is None or container.process.exited:
+            raise errors.FailedPrecondition(f"container {container_name} is not running")
+        if not argv:
+            raise errors.InvalidArgument("exec needs a command")
+        self._exec_ids += 1
+        return await self.agent.exec(
+            container_name,
+            f"exec-{self._exec_ids}-{secrets.token_hex(4)}",
+            list(argv),
+            env=_merge_env(container.env, env),
+            cwd=workdir or container.workdir,
+            user=user or container.user,
+            tty=tty,
+            stdin=stdin,
+            rows=rows,
+            cols=cols,
+        )
+
+    async def signal(self, process_id: str, signal: int) -> None:
+        await self.agent.signal(process_id, signal)
+
+    async def resize(self, process_id: str, rows: int, cols: int) -> None:
+        await self.agent.resize(process_id, rows, cols)
+
+    async def wait_container(self, name: str) -> messages.Exit:
+        container = self._container(name)
+        if container.process is None:
+            raise errors.FailedPrecondition(f"container {name} was never started")
+        container.exit = await container.process.wait()
+        return container.exit
+
+    async def _stop_container(self, container: Container, grace: float) -> None:
+        process = container.process
+        if process is None or process.exited:
+            return
+        with contextlib.suppress(errors.NotFound):
+            await self.agent.signal(process.id, 15)
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except TimeoutError:
+            self.log.info("container %s ignored SIGTERM for %g s: killing it",
+                          container.spec.name, grace)
+            with contextlib.suppress(errors.NotFound):
+                await self.agent.signal(process.id, 9)
+            await asyncio.wait_for(process.wait(), 10.0)
+
+    async def stop_container(self, name: str, timeout: float | None = None) -> messages.Exit:
+        """SIGTERM the container's main process, SIGKILL after the grace period."""
+        container = self._container(name)
+        grace = self.settings.container.stop_timeout if timeout is None else timeout
+        await self._stop_container(container, grace)
+        return await self.wait_container(name)
+
+    def _container(self, name: str) -> Container:
+        container = self.containers.get(name)
+        if container is None:
+            raise errors.NotFound(f"pod {self.spec.name} has no container {name!r}")
+        return container
+
+    def _expect(self, state: PodState) -> None:
+        if self.state is not state:
+            raise errors.FailedPrecondition(
+                f"pod {self.spec.name} is {self.state.value}, expected {state.value}"
+            )
+
+
+def _listen(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.fspath(path))
+        os.chmod(path, 0o600)
+        sock.listen(1)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _hostname(name: str) -> str:
+    cleaned = "".join(ch if ch.isalnum() or ch == "-" else "-" for ch in name).strip("-")
+    return (cleaned or "pod")[:63]
+
+
+def _merge_env(base: Sequence[str], extra: Sequence[str]) -> list[str]:
+    merged: dict[str, str] = {}
+    for entry in (*base, *extra):
+        key, _, value = entry.partition("=")
+        merged[key] = value
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def _apply_image_defaults(container: Container) -> None:
+    """Docker's rules: the spec's entrypoint/command replace the image's, env is merged."""
+    spec, config = container.spec, container.image.config
+    entrypoint = list(spec.entrypoint) if spec.entrypoint is not None else list(
+        config.entrypoint or [])
+    if spec.command is not None:
+        command = list(spec.command)
+    elif spec.entrypoint is not None:
+        command = []
+    else:
+        command = list(config.cmd or [])
+    container.argv = entrypoint + command
+    if not container.argv:
+        raise errors.InvalidArgument(
+            f"container {spec.name}: no command given and image {spec.image} has none"
+        )
+    env = list(config.env or [])
+    if not any(e.startswith("PATH=") for e in env):
+        env.insert(0, DEFAULT_PATH)
+    container.env = _merge_env(env, spec.env)
+    container.workdir = spec.workdir or config.working_dir or "/"
+    container.user = spec.user or config.user or ""

@@ -1,0 +1,264 @@
+"""Containers: where their processes run (a root filesystem and a cgroup), and their teardown.
+
+:class:`GuestContainers` is the real thing, in the VM: the image disk (found by its virtio-blk
+serial) is mounted read-only once per disk and shared; each container gets a tmpfs scratch
+layer, an overlay root, and its own /proc, /sys, /dev, /etc/hostname and /etc/hosts inside it,
+plus a cgroup. All containers share the guest's network namespace (they reach each other over
+localhost). :class:`HostDirectoryBackend` runs processes on a host directory with no mounts and
+no cgroup, so that the agent runs in unit tests on the host.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from typing import NamedTuple
+
+from hyper.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from hyper.proto.messages import AddContainer
+
+from hyperstart import cgroups, syscalls
+
+RUN = "/run/hyper"
+_DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+_LINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+)
+_DISK_WAIT = 5.0  # seconds for a hot-plugged disk to show up
+
+
+class Container(NamedTuple):
+    id: str
+    rootfs: str | None
+    """Directory to chroot into; None: run on the agent's own root."""
+    cgroup: str | None
+
+
+class Containers:
+    """What the agent needs of a container backend (the interface, and its bookkeeping)."""
+
+    def __init__(self) -> None:
+        self.hostname = os.uname().nodename
+        self._containers: dict[str, Container] = {}
+
+    def get(self, container_id: str) -> Container:
+        try:
+            return self._containers[container_id]
+        except KeyError:
+            raise NotFound(f"no container {container_id!r}") from None
+
+    def ids(self) -> list[str]:
+        return list(self._containers)
+
+    def add(self, spec: AddContainer) -> Container:
+        if spec.container in self._containers:
+            raise AlreadyExists(f"container {spec.container!r} exists already")
+        container = self._create(spec)
+        self._containers[spec.container] = container
+        return container
+
+    def kill(self, container_id: str) -> None:
+        """SIGKILL every process of the container (the agent also kills those it spawned)."""
+        container = self.get(container_id)
+        if container.cgroup:
+            cgroups.kill(container.cgroup)
+
+    def remove(self, container_id: str) -> None:
+        container = self.get(container_id)
+        self.kill(container_id)
+        self._destroy(container)
+        del self._containers[container_id]
+
+    def process_count(self, container_id: str) -> int | None:
+        """Processes in the container, or None if the backend cannot tell."""
+        container = self.get(container_id)
+        return cgroups.count(container.cgroup) if container.cgroup else None
+
+    def remove_all(self) -> None:
+        for container_id in self.ids():
+            try:
+                self.remove(container_id)
+            except OSError as exc:
+                print(f"hyperstart: removing {container_id}: {exc}", flush=True)
+
+    def _create(self, spec: AddContainer) -> Container:
+        raise NotImplementedError
+
+    def _destroy(self, container: Container) -> None:
+        raise NotImplementedError
+
+
+class HostDirectoryBackend(Containers):
+    """Runs every container's processes on ``root`` (``/``: no chroot) with no mounts: tests."""
+
+    def __init__(self, root: str = "/") -> None:
+        super().__init__()
+        self.root = root
+
+    def _create(self, spec: AddContainer) -> Container:
+        return Container(spec.container, None if self.root == "/" else self.root, None)
+
+    def _destroy(self, container: Container) -> None:
+        pass
+
+
+class GuestContainers(Containers):
+    """Containers on images from virtio-blk disks, with overlay roots and cgroups."""
+
+    def __init__(self, run: str = RUN, cgroup_root: str = cgroups.ROOT) -> None:
+        super().__init__()
+        self.run = run
+        self.cgroup_root = cgroup_root
+        self._images: dict[str, set[str]] = {}  # disk -> containers using it
+        self._disk_of: dict[str, str] = {}
+        self._mounts: dict[str, list[str]] = {}  # container -> its mount points, in order
+
+    # ------------------------------------------------------------ create
+
+    def _create(self, spec: AddContainer) -> Container:
+        mounted: list[str] = []
+        self._mounts[spec.container] = mounted
+        cgroup = f"{self.cgroup_root}/{spec.container}"
+        try:
+            image = self._image(spec.disk, spec.fstype)
+            self._images[spec.disk].add(spec.container)
+            self._disk_of[spec.container] = spec.disk
+            base = f"{self.run}/containers/{spec.container}"
+            scratch, rootfs = f"{base}/scratch", f"{base}/rootfs"
+            for path in (scratch, rootfs):
+                os.makedirs(path, exist_ok=True)
+            _mount("tmpfs", scratch, "tmpfs", syscalls.MS_NODEV, f"size={spec.scratch_mb}m", mounted)
+            for sub in ("upper", "work"):
+                os.mkdir(f"{scratch}/{sub}", 0o755)
+            options = f"lowerdir={image},upperdir={scratch}/upper,workdir={scratch}/work"
+            _mount("overlay", rootfs, "overlay", 0, options, mounted)
+            self._populate(rootfs, mounted)
+            cgroups.create(cgroup)
+        except BaseException:
+            self._destroy(Container(spec.container, None, cgroup))
+            raise
+        return Container(spec.container, rootfs, cgroup)
+
+    def _image(self, disk: str, fstype: str) -> str:
+        target = f"{self.run}/images/{disk}"
+        if disk not in self._images:
+            device = _find_disk(disk)
+            os.makedirs(target, exist_ok=True)
+            syscalls.mount(device, target, fstype, syscalls.MS_RDONLY | syscalls.MS_NODEV)
+            self._images[disk] = set()
+        return target
+
+    def _populate(self, rootfs: str, mounted: list[str]) -> None:
+        """The container's kernel file systems, devices and host files, inside its root."""
+        nosuid = syscalls.MS_NOSUID | syscalls.MS_NODEV | syscalls.MS_NOEXEC
+        for sub in ("proc", "sys", "dev", "etc"):
+            _mkdir_in(rootfs, sub)
+        _mount("proc", f"{rootfs}/proc", "proc", nosuid, "", mounted)
+        _mount("sysfs", f"{rootfs}/sys", "sysfs", nosuid | syscalls.MS_RDONLY, "", mounted)
+        dev = f"{rootfs}/dev"
+        _mount("tmpfs", dev, "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NOEXEC, "mode=755", mounted)
+        for name in _DEVICES:
+            os.close(os.open(f"{dev}/{name}", os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+            _mount(f"/dev/{name}", f"{dev}/{name}", None, syscalls.MS_BIND, "", mounted)
+        for sub in ("pts", "shm"):
+            os.mkdir(f"{dev}/{sub}", 0o755)
+        _mount("/dev/pts", f"{dev}/pts", None, syscalls.MS_BIND, "", mounted)
+        _mount("shm", f"{dev}/shm", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777", mounted)
+        for name, target in _LINKS:
+            os.symlink(target, f"{dev}/{name}")
+        etc = f"{rootfs}/etc"
+        _write_file(f"{etc}/hostname", f"{self.hostname}\n")
+        _write_file(
+            f"{etc}/hosts",
+            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"127.0.1.1\t{self.hostname}\n",
+        )
+
+    # ------------------------------------------------------------ destroy
+
+    def _destroy(self, container: Container) -> None:
+        if container.cgroup:
+            cgroups.kill(container.cgroup)
+            if not cgroups.wait_empty(container.cgroup, 5.0):
+                print(f"hyperstart: processes of {container.id} survive cgroup.kill", flush=True)
+        for path in reversed(self._mounts.pop(container.id, [])):
+            _unmount(path)
+        base = f"{self.run}/containers/{container.id}"
+        for path in (f"{base}/rootfs", f"{base}/scratch", base):
+            _rmdir(path)
+        if container.cgroup:
+            cgroups.remove(container.cgroup)
+        disk = self._disk_of.pop(container.id, None)
+        if disk is not None:
+            users = self._images[disk]
+            users.discard(container.id)
+            if not users:
+                del self._images[disk]
+                _unmount(f"{self.run}/images/{disk}")
+                _rmdir(f"{self.run}/images/{disk}")
+
+
+def _find_disk(serial: str) -> str:
+    """The /dev node of the virtio-blk disk whose serial is ``serial``; waits for a hot-plug."""
+    deadline = time.monotonic() + _DISK_WAIT
+    while True:
+        try:
+            names = os.listdir("/sys/block")
+        except FileNotFoundError:
+            names = []
+        for name in names:
+            try:
+                with open(f"/sys/block/{name}/serial") as file:
+                    found = file.read().strip()
+            except OSError:
+                continue
+            if found == serial and os.path.exists(f"/dev/{name}"):
+                return f"/dev/{name}"
+        if time.monotonic() > deadline:
+            raise NotFound(f"no disk with serial {serial!r}")
+        time.sleep(0.02)
+
+
+def _mkdir_in(rootfs: str, sub: str) -> None:
+    path = f"{rootfs}/{sub}"
+    if os.path.islink(path):
+        raise FailedPrecondition(f"/{sub} of the image is a symbolic link")
+    os.makedirs(path, exist_ok=True)
+
+
+def _mount(
+    source: str, target: str, fstype: str | None, flags: int, data: str, mounted: list[str]
+) -> None:
+    syscalls.mount(source, target, fstype, flags, data)
+    mounted.append(target)
+
+
+def _unmount(path: str) -> None:
+    try:
+        syscalls.umount(path)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # not mounted
+            return
+        try:
+            syscalls.umount(path, syscalls.MNT_DETACH)
+        except OSError as again:
+            raise Unavailable(f"cannot unmount {path}: {again}") from again
+
+
+def _rmdir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _write_file(path: str, text: str) -> None:
+    if os.path.islink(path):
+        os.unlink(path)
+    with open(path, "w") as file:
+        file.write(text)
