@@ -194,7 +194,7 @@ def _require_str_list(value: Any, name: str) -> list[str]:
 def _optional_stream(value: Any, name: str) -> int:
     if value is None:
         return 0
-    return _require_int(value, name, 1, 2**31 - 1)
+    return _require_int(value, name, 0, 2**31 - 1)  # 0: not connected
 
 
 def _get(args: dict[str, Any], key: str) -> Any:

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Sets up everything hyper needs on a fresh Debian 12 machine, as root:
+# Debian packages, the project's virtualenv, the guest kernel and initramfs, the accelerator
+# choice and the local `busybox` image. Safe to run again: each step skips what is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  qemu-system-x86 qemu-utils      # the hypervisor and disk images
+  erofs-utils                      # container root filesystems (mkfs.erofs)
+  busybox-static                   # the local busybox image; a shell in the initramfs
+  python3.11-minimal libpython3.11-stdlib   # the guest agent's interpreter (Debian's)
+  cpio zstd lz4 xz-utils           # unpacking the kernel package and its payload
+  runc                             # the baseline of the benchmarks
+  tmux                             # driving interactive terminals in tests
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  [[ "$p" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  touch "$stamp"
+fi
+ln -sf "$PWD/.venv/bin/hyper" /usr/local/bin/hyper
+
+.venv/bin/hyper setup
