@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import time
@@ -78,7 +79,5 @@ def wait_empty(path: str, timeout: float) -> bool:
 
 
 def remove(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.rmdir(path)
-    except FileNotFoundError:
-        pass

@@ -10,6 +10,7 @@ no cgroup, so that the agent runs in unit tests on the host.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import time
@@ -17,7 +18,6 @@ from typing import NamedTuple
 
 from hyper.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from hyper.proto.messages import AddContainer
-
 from hyperstart import cgroups, syscalls
 
 RUN = "/run/hyper"
@@ -132,7 +132,9 @@ class GuestContainers(Containers):
             scratch, rootfs = f"{base}/scratch", f"{base}/rootfs"
             for path in (scratch, rootfs):
                 os.makedirs(path, exist_ok=True)
-            _mount("tmpfs", scratch, "tmpfs", syscalls.MS_NODEV, f"size={spec.scratch_mb}m", mounted)
+            _mount(
+                "tmpfs", scratch, "tmpfs", syscalls.MS_NODEV, f"size={spec.scratch_mb}m", mounted
+            )
             for sub in ("upper", "work"):
                 os.mkdir(f"{scratch}/{sub}", 0o755)
             options = f"lowerdir={image},upperdir={scratch}/upper,workdir={scratch}/work"
@@ -168,15 +170,21 @@ class GuestContainers(Containers):
         for sub in ("pts", "shm"):
             os.mkdir(f"{dev}/{sub}", 0o755)
         _mount("/dev/pts", f"{dev}/pts", None, syscalls.MS_BIND, "", mounted)
-        _mount("shm", f"{dev}/shm", "tmpfs", syscalls.MS_NOSUID | syscalls.MS_NODEV, "mode=1777", mounted)
+        _mount(
+            "shm",
+            f"{dev}/shm",
+            "tmpfs",
+            syscalls.MS_NOSUID | syscalls.MS_NODEV,
+            "mode=1777",
+            mounted,
+        )
         for name, target in _LINKS:
             os.symlink(target, f"{dev}/{name}")
         etc = f"{rootfs}/etc"
         _write_file(f"{etc}/hostname", f"{self.hostname}\n")
         _write_file(
             f"{etc}/hosts",
-            f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"127.0.1.1\t{self.hostname}\n",
+            f"127.0.0.1\tlocalhost {self.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
         )
 
     # ------------------------------------------------------------ destroy
@@ -251,10 +259,8 @@ def _unmount(path: str) -> None:
 
 
 def _rmdir(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(path)
-    except OSError:
-        pass
 
 
 def _write_file(path: str, text: str) -> None:

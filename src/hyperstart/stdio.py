@@ -13,6 +13,7 @@ by the output and the input side is closed once, by the process.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -20,7 +21,6 @@ import struct
 import termios
 
 from hyper.proto import flow, frames
-
 from hyperstart.connection import Connection
 
 _EOT = b"\x04"  # what a terminal reads as end of input, at the start of a line
@@ -60,6 +60,12 @@ class OutputPump:
             self._budget = bytes_readable(self.fd) + _DRAIN_SLACK
         except OSError:
             self._budget = _DRAIN_SLACK
+
+    def drain(self, conn: Connection | None) -> None:
+        """After the exit, read what is left as far as credit allows, without waiting for poll
+        (a pipe that a grandchild holds open never polls readable once empty)."""
+        while not self.ended and self._budget >= 0 and self.wants_read(conn):
+            self.pump(conn)
 
     def pump(self, conn: Connection | None) -> None:
         """Read once and forward; ends the stream at EOF (or when drained after an exit)."""
@@ -144,10 +150,8 @@ class InputSink:
             self._consumed(written, conn)
         if self._eof and not self._buffer:
             if self.tty:
-                try:
+                with contextlib.suppress(OSError):
                     os.write(self.fd, _EOT)
-                except OSError:
-                    pass
             self.close(conn)
 
     def close(self, conn: Connection | None) -> None:

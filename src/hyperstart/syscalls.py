@@ -37,6 +37,8 @@ _libc.mount.argtypes = [
 ]
 _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
 _libc.reboot.argtypes = [ctypes.c_int]
+_libc.sethostname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+_libc.socket.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
 
@@ -66,6 +68,19 @@ def finit_module(fd: int) -> None:
 
 def reboot(command: int) -> None:
     _check(_libc.reboot(command), "reboot")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, len(raw)), "sethostname")
+
+
+def inet_socket() -> int:
+    """A close-on-exec UDP socket fd, for interface ioctls (the socket module is heavier)."""
+    af_inet, sock_dgram, sock_cloexec = 2, 2, 0o2000000
+    fd = int(_libc.socket(af_inet, sock_dgram | sock_cloexec, 0))
+    _check(fd, "socket")
+    return fd
 
 
 def set_child_subreaper() -> None:

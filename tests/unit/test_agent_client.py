@@ -63,8 +63,15 @@ class Peer:
         await self.send(READY)
         hello = await self.request()
         assert hello.op == "hello"
-        await self.send(frames.encode(frames.MSG, 0, messages.encode_result(
-            hello.id, {"version": 1, "agent": "fake", "kernel": "6.1-test"})))
+        await self.send(
+            frames.encode(
+                frames.MSG,
+                0,
+                messages.encode_result(
+                    hello.id, {"version": 1, "agent": "fake", "kernel": "6.1-test"}
+                ),
+            )
+        )
 
 
 async def connected(window: int = 4096, call_timeout: float = 5.0):
@@ -90,8 +97,9 @@ def test_handshake_and_call():
         call = asyncio.create_task(client.ping())
         request = await peer.request()
         assert request.op == "ping"
-        await peer.send(frames.encode(frames.MSG, 0, messages.encode_error(
-            request.id, "NotFound", "gone")))
+        await peer.send(
+            frames.encode(frames.MSG, 0, messages.encode_error(request.id, "NotFound", "gone"))
+        )
         with pytest.raises(errors.NotFound, match="gone"):
             await call
         await client.close()
@@ -177,19 +185,25 @@ def test_agent_that_hangs_up_fails_pending_calls():
     st.lists(
         st.one_of(
             st.binary(max_size=64),
-            st.builds(lambda k, s, p: frames.HEADER.pack(k, 0, s, len(p)) + p,
-                      st.integers(0, 4), st.integers(0, 9), st.binary(max_size=40)),
+            st.builds(
+                lambda k, s, p: frames.HEADER.pack(k, 0, s, len(p)) + p,
+                st.integers(0, 4),
+                st.integers(0, 9),
+                st.binary(max_size=40),
+            ),
             st.builds(lambda n: frames.HEADER.pack(frames.MSG, 0, 0, n), st.integers(0, 2**32 - 1)),
-            st.sampled_from([
-                msg({"id": 1, "ok": True, "result": {"pid": "x"}}),
-                msg({"id": 99, "ok": True}),
-                msg({"event": "exit", "process": "p", "status": 999}),
-                msg({"event": "exit", "process": "p", "status": 1}),
-                msg({"id": 1, "op": "evil", "args": {}}),
-                frames.encode(frames.DATA, 3, b"z" * 100),
-                frames.encode(frames.DATA, 1),
-                frames.encode_window(2, 5),
-            ]),
+            st.sampled_from(
+                [
+                    msg({"id": 1, "ok": True, "result": {"pid": "x"}}),
+                    msg({"id": 99, "ok": True}),
+                    msg({"event": "exit", "process": "p", "status": 999}),
+                    msg({"event": "exit", "process": "p", "status": 1}),
+                    msg({"id": 1, "op": "evil", "args": {}}),
+                    frames.encode(frames.DATA, 3, b"z" * 100),
+                    frames.encode(frames.DATA, 1),
+                    frames.encode_window(2, 5),
+                ]
+            ),
         ),
         max_size=12,
     )

@@ -41,8 +41,7 @@ def test_exec_rejects(overrides):
 
 
 def test_parse_envelopes():
-    assert messages.parse(messages.encode_request(1, "ping", {})) == messages.Request(
-        1, "ping", {})
+    assert messages.parse(messages.encode_request(1, "ping", {})) == messages.Request(1, "ping", {})
     assert messages.parse(messages.encode_result(2, {"a": 1})).result == {"a": 1}
     error = messages.parse(messages.encode_error(3, "NotFound", "nope"))
     assert isinstance(error, messages.Response)
@@ -58,8 +57,16 @@ def test_unknown_error_kind_becomes_internal():
 
 @pytest.mark.parametrize(
     "payload",
-    [b"[]", b"nope", b'{"id":0,"ok":true}', b'{"id":true,"ok":true}', b'{"id":1}',
-     b'{"id":1,"ok":true,"result":[]}', b"\xff\xfe", b'{"event":5}'],
+    [
+        b"[]",
+        b"nope",
+        b'{"id":0,"ok":true}',
+        b'{"id":true,"ok":true}',
+        b'{"id":1}',
+        b'{"id":1,"ok":true,"result":[]}',
+        b"\xff\xfe",
+        b'{"event":5}',
+    ],
 )
 def test_parse_rejects(payload):
     with pytest.raises(ProtocolError):
@@ -70,8 +77,15 @@ def test_exit_and_stats_bounds():
     with pytest.raises(ProtocolError):
         messages.Exit.from_wire({"process": "p", "status": 300})
     with pytest.raises(ProtocolError):
-        messages.Stats.from_wire({"memory_total": -1, "memory_available": 0, "cpu_user_us": 0,
-                                  "cpu_system_us": 0, "processes": 0})
+        messages.Stats.from_wire(
+            {
+                "memory_total": -1,
+                "memory_available": 0,
+                "cpu_user_us": 0,
+                "cpu_system_us": 0,
+                "processes": 0,
+            }
+        )
 
 
 def test_setup_pod_validates_hostname_and_entropy():
@@ -82,13 +96,34 @@ def test_setup_pod_validates_hostname_and_entropy():
             messages.SetupPod.from_wire({**good, **bad})
 
 
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(
-        st.sampled_from(["id", "op", "ok", "args", "result", "error", "event", "process",
-                         "status", "argv", "kind"]), children, max_size=6),
-    max_leaves=20,
-))
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "id",
+                        "op",
+                        "ok",
+                        "args",
+                        "result",
+                        "error",
+                        "event",
+                        "process",
+                        "status",
+                        "argv",
+                        "kind",
+                    ]
+                ),
+                children,
+                max_size=6,
+            )
+        ),
+        max_leaves=20,
+    )
+)
 def test_parse_and_from_wire_never_crash(value):
     import json
 
@@ -96,10 +131,20 @@ def test_parse_and_from_wire_never_crash(value):
         message = messages.parse(json.dumps(value).encode())
     except ProtocolError:
         return
-    fields = message.fields if isinstance(message, messages.Event) else (
-        message.args if isinstance(message, messages.Request) else message.result)
-    for schema in (messages.Exec, messages.Exit, messages.Stats, messages.Ready,
-                   messages.HelloResult, messages.SetupPod, messages.AddContainer):
+    fields = (
+        message.fields
+        if isinstance(message, messages.Event)
+        else (message.args if isinstance(message, messages.Request) else message.result)
+    )
+    for schema in (
+        messages.Exec,
+        messages.Exit,
+        messages.Stats,
+        messages.Ready,
+        messages.HelloResult,
+        messages.SetupPod,
+        messages.AddContainer,
+    ):
         try:
             schema.from_wire(fields)  # type: ignore[attr-defined]
         except ProtocolError:

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     pod_run = pod_verbs.add_parser("run", help="run a pod from a spec file (YAML or JSON)")
     pod_run.add_argument("file", metavar="FILE")
     pod_run.add_argument("--name", help="override the pod's name")
+    pod_run.add_argument("--exit-code-from", metavar="CONTAINER",
+                         help="when this container exits, stop the pod and exit with its status")
 
     verbs.add_parser("ps", help="list running pods and their containers")
     verbs.add_parser("images", help="list local images")

@@ -36,7 +36,9 @@ def main(args: Any) -> int:
     settings = settings_from(args)
     if args.verb == "pod":
         spec = _pod_file(Path(args.file), args.name)
-        return asyncio.run(_run_pod(settings, spec))
+        if args.exit_code_from:
+            spec.container(args.exit_code_from)  # it must exist
+        return asyncio.run(_run_pod(settings, spec, args.exit_code_from))
     name = args.name or f"hyper-{secrets.token_hex(3)}"
     check_name(name, "container name")
     entrypoint = None
@@ -143,8 +145,9 @@ async def _run_one(settings: Any, spec: PodSpec, grace: float) -> int:
         return 130
 
 
-async def _run_pod(settings: Any, spec: PodSpec) -> int:
-    """Start every container of the pod, relay their output by name, wait for all."""
+async def _run_pod(settings: Any, spec: PodSpec, exit_code_from: str | None) -> int:
+    """Start every container of the pod, relay their output by name, wait for all of them
+    (or, with ``exit_code_from``, for that one: the others are then removed with the pod)."""
     try:
         async with _running_pod(settings, spec) as pod:
             processes = {c.name: await pod.start_container(c.name) for c in spec.containers}
@@ -158,8 +161,14 @@ async def _run_pod(settings: Any, spec: PodSpec) -> int:
 
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(signum, forward, signum)
-            results = await asyncio.gather(
-                *(_relay_prefixed(name.ljust(width), p) for name, p in processes.items()))
+            relays = {name: asyncio.create_task(_relay_prefixed(name.ljust(width), p))
+                      for name, p in processes.items()}
+            if exit_code_from:
+                status = (await relays[exit_code_from]).status
+                for task in relays.values():
+                    task.cancel()
+                return status
+            results = await asyncio.gather(*relays.values())
             return next((r.status for r in results if r.status), 0)
     except asyncio.CancelledError:
         return 130
