@@ -74,7 +74,7 @@ def read_line(stream, timeout: float, what: str) -> bytes:
 
 @pytest.fixture(scope="session")
 def hyper_base(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("hyper")
+    root: Path = tmp_path_factory.mktemp("hyper")
     return root
 
 

@@ -199,7 +199,7 @@ def test_interactive_terminal_through_tmux(hyper, tmp_path):
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
         wait_for(
-            lambda: not hyper.pod_dirs() or hyper("ps").returncode == 0 and not hyper.pod_dirs(),
+            lambda: not hyper.pod_dirs() or (hyper("ps").returncode == 0 and not hyper.pod_dirs()),
             60,
             "the pod to be removed",
         )

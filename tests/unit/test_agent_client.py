@@ -156,7 +156,7 @@ def test_flooding_beyond_credit_closes_the_connection():
 
 def test_silent_agent_times_out():
     async def scenario():
-        client, peer = await connected(call_timeout=0.2)
+        client, _peer = await connected(call_timeout=0.2)
         with pytest.raises(errors.Timeout, match="did not announce"):
             await client.handshake(0.2)
         await client.close()

@@ -14,6 +14,7 @@ that lies, floods or falls silent costs the host one closed connection and a cle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import itertools
 import logging
@@ -117,7 +118,9 @@ class AgentClient:
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), timeout)
         except TimeoutError:
-            raise errors.Timeout(f"the agent did not announce itself within {timeout:g} s") from None
+            raise errors.Timeout(
+                f"the agent did not announce itself within {timeout:g} s"
+            ) from None
         common = set(ready.versions) & set(messages.SUPPORTED_VERSIONS)
         if not common:
             raise errors.ProtocolError(
@@ -134,15 +137,11 @@ class AgentClient:
     async def close(self) -> None:
         self._shutdown(errors.Unavailable("the agent connection was closed"))
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         self._writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self._writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
     async def closed(self) -> BaseException | None:
         """Wait until the connection ends; returns why."""
@@ -261,8 +260,9 @@ class AgentClient:
         future: asyncio.Future[messages.Response] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
-            await self._send(frames.encode(frames.MSG, 0, messages.encode_request(
-                request_id, op, args)))
+            await self._send(
+                frames.encode(frames.MSG, 0, messages.encode_request(request_id, op, args))
+            )
             try:
                 response = await asyncio.wait_for(future, timeout)
             except TimeoutError:

@@ -9,6 +9,7 @@ process's stdin, never beyond the credit the peer granted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -63,10 +64,9 @@ class OutputStream:
         chunk = self._chunks.popleft()
         grant = self._window.consumed(len(chunk))
         if grant and not self._eof:
-            try:
+            # If this fails the read still succeeds; the connection's own error surfaces later.
+            with contextlib.suppress(ConnectionError, Unavailable):
                 await self._send(frames.encode_window(self.stream, grant))
-            except (ConnectionError, Unavailable):
-                pass  # the read still succeeds; the connection's own error surfaces later
         return chunk
 
     async def read_all(self, limit: int = 1 << 30) -> bytes:

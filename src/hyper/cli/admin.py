@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from hyper.cli.main import settings_from
@@ -20,8 +21,10 @@ def main(args: Any) -> int:
 
         if args.guest_verb == "build":
             built = artifacts.build(settings, force=args.force)
-            print(f"guest built: kernel {built.release} ({built.source}), "
-                  f"hyperstart {built.agent_version}")
+            print(
+                f"guest built: kernel {built.release} ({built.source}), "
+                f"hyperstart {built.agent_version}"
+            )
             return 0
         _print_table(artifacts.describe(settings))
         return 0
@@ -45,7 +48,7 @@ async def _setup(settings: Settings) -> int:
     accelerator = await choose(settings, guest.kernel)
     print(f"accelerator: {accelerator.name} ({accelerator.reason})")
     image = await asyncio.to_thread(ensure_busybox, ImageStore(settings.paths.images))
-    print(f"image:       busybox:latest {image.digest[:19]}")
+    print(f"image:       busybox:latest {str(image.digest)[:19]}")
     return 0
 
 
@@ -56,15 +59,17 @@ async def _info(settings: Settings) -> int:
 
     guest = resolve(settings, build=False)
     accelerator = await choose(settings, guest.kernel)
-    _print_table({
-        "version": __version__,
-        "accelerator": f"{accelerator.name} ({accelerator.reason})",
-        "guest kernel": f"{guest.release} ({guest.source})",
-        "guest agent": f"hyperstart {guest.agent_version}",
-        "state dir": str(settings.paths.state_dir),
-        "run dir": str(settings.paths.run_dir),
-        "cache dir": str(settings.paths.cache_dir),
-    })
+    _print_table(
+        {
+            "version": __version__,
+            "accelerator": f"{accelerator.name} ({accelerator.reason})",
+            "guest kernel": f"{guest.release} ({guest.source})",
+            "guest agent": f"hyperstart {guest.agent_version}",
+            "state dir": str(settings.paths.state_dir),
+            "run dir": str(settings.paths.run_dir),
+            "cache dir": str(settings.paths.cache_dir),
+        }
+    )
     return 0
 
 
@@ -74,8 +79,14 @@ def _ps(settings: Settings) -> int:
     rows = [("POD ID", "NAME", "CONTAINERS", "IMAGE")]
     for info in live_pods(settings.paths.pods):
         images = info.get("images", {})
-        rows.append((info["id"][:12], info["name"], ",".join(info.get("containers", [])),
-                     ",".join(sorted(set(images.values())))))
+        rows.append(
+            (
+                info["id"][:12],
+                info["name"],
+                ",".join(info.get("containers", [])),
+                ",".join(sorted(set(images.values()))),
+            )
+        )
     _print_rows(rows)
     return 0
 
@@ -86,8 +97,14 @@ def _images(settings: Settings) -> int:
     rows = [("REPOSITORY", "TAG", "IMAGE ID", "SIZE")]
     for image in ImageStore(settings.paths.images).list():
         ref = image.reference
-        rows.append((ref.familiar.rsplit(":", 1)[0], ref.tag or "<none>",
-                     image.digest.removeprefix("sha256:")[:12], _size(image.size)))
+        rows.append(
+            (
+                ref.familiar.rsplit(":", 1)[0],
+                ref.tag or "<none>",
+                image.digest.hex[:12],
+                _size(image.size),
+            )
+        )
     _print_rows(rows)
     return 0
 
@@ -100,7 +117,7 @@ def _size(size: int) -> str:
     return f"{size:.3g}TB"
 
 
-def _print_rows(rows: list[tuple[str, ...]]) -> None:
+def _print_rows(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -20,8 +20,9 @@ from hyper.sandbox.rundir import live_pods
 def find_container(pods_dir: Path, name: str) -> tuple[Path, str]:
     """The control socket of the pod running container ``name`` (or pod id/name prefix)."""
     for info in live_pods(pods_dir):
-        if name in info.get("containers", []) or info.get("id", "").startswith(name) and len(
-                name) >= 12:
+        if name in info.get("containers", []) or (
+            info.get("id", "").startswith(name) and len(name) >= 12
+        ):
             containers = info.get("containers", [])
             container = name if name in containers else containers[0]
             return Path(info["dir"]) / "control.sock", container
@@ -52,9 +53,17 @@ async def _exec(control: Path, container: str, args: Any, grace: float) -> int:
         with raw_terminal(args.tty and args.interactive and stdin_is_terminal()):
             try:
                 process = await client.exec(
-                    container, process_id, list(args.command), env=list(args.env),
-                    cwd=args.workdir or "/", user=args.user, tty=args.tty,
-                    stdin=args.interactive, rows=rows, cols=cols)
+                    container,
+                    process_id,
+                    list(args.command),
+                    env=list(args.env),
+                    cwd=args.workdir or "/",
+                    user=args.user,
+                    tty=args.tty,
+                    stdin=args.interactive,
+                    rows=rows,
+                    cols=cols,
+                )
             except errors.NotFound as exc:
                 print(f"hyper: {exc}", file=sys.stderr)
                 return EXIT_NOT_FOUND
@@ -68,8 +77,9 @@ async def _exec(control: Path, container: str, args: Any, grace: float) -> int:
             async def resize(r: int, c: int) -> None:
                 await client.resize(process_id, r, c)
 
-            exit_ = await attach(process, signal_fn=send_signal,
-                                 resize_fn=resize if args.tty else None, grace=grace)
+            exit_ = await attach(
+                process, signal_fn=send_signal, resize_fn=resize if args.tty else None, grace=grace
+            )
         return exit_.status
     finally:
         await client.close()

@@ -17,15 +17,31 @@ from typing import Any
 
 
 def _add_process_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-i", "--interactive", action="store_true",
-                        help="keep stdin open and connect it to the process")
+    parser.add_argument(
+        "-i",
+        "--interactive",
+        action="store_true",
+        help="keep stdin open and connect it to the process",
+    )
     parser.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
-    parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
-                        help="set an environment variable (repeatable)")
-    parser.add_argument("-w", "--workdir", default="", metavar="DIR",
-                        help="working directory inside the container")
-    parser.add_argument("-u", "--user", default="", metavar="USER[:GROUP]",
-                        help="user name or uid, optionally with a group")
+    parser.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set an environment variable (repeatable)",
+    )
+    parser.add_argument(
+        "-w", "--workdir", default="", metavar="DIR", help="working directory inside the container"
+    )
+    parser.add_argument(
+        "-u",
+        "--user",
+        default="",
+        metavar="USER[:GROUP]",
+        help="user name or uid, optionally with a group",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,22 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
         prog="hyper",
         description="Run containers, each in its own lightweight virtual machine.",
     )
-    parser.add_argument("--config", metavar="FILE",
-                        help="settings file (default: $HYPER_CONFIG or /etc/hyper/config.toml)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file (default: $HYPER_CONFIG or /etc/hyper/config.toml)",
+    )
     parser.add_argument("--debug", action="store_true", help="log what happens, to stderr")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
     run = verbs.add_parser("run", help="run a command in a new container, in a new micro-VM")
     _add_process_flags(run)
-    run.add_argument("--rm", action="store_true",
-                     help="remove the container when it exits (always, until hyperd exists)")
+    run.add_argument(
+        "--rm",
+        action="store_true",
+        help="remove the container when it exits (always, until hyperd exists)",
+    )
     run.add_argument("--name", help="name of the container (and its pod)")
     run.add_argument("--memory", "-m", help="memory of the VM, e.g. 512M or 1G")
     run.add_argument("--cpus", type=int, help="vCPUs of the VM")
     run.add_argument("--entrypoint", help="replace the image's entrypoint")
     run.add_argument("--hostname", "-h", dest="hostname", help="host name of the pod")
-    run.add_argument("--stop-timeout", type=float, metavar="SECONDS",
-                     help="grace period between SIGTERM and SIGKILL")
+    run.add_argument(
+        "--stop-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="grace period between SIGTERM and SIGKILL",
+    )
     run.add_argument("image", metavar="IMAGE")
     run.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
@@ -62,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     pod_run = pod_verbs.add_parser("run", help="run a pod from a spec file (YAML or JSON)")
     pod_run.add_argument("file", metavar="FILE")
     pod_run.add_argument("--name", help="override the pod's name")
-    pod_run.add_argument("--exit-code-from", metavar="CONTAINER",
-                         help="when this container exits, stop the pod and exit with its status")
+    pod_run.add_argument(
+        "--exit-code-from",
+        metavar="CONTAINER",
+        help="when this container exits, stop the pod and exit with its status",
+    )
 
     verbs.add_parser("ps", help="list running pods and their containers")
     verbs.add_parser("images", help="list local images")

@@ -23,7 +23,6 @@ from hyper.cli.main import settings_from
 from hyper.cli.stdio import attach, raw_terminal, stdin_is_terminal, terminal_size
 from hyper.model.pod import ContainerSpec, PodSpec, check_name, parse_memory, pod_from_dict
 from hyper.proto import messages
-from hyper.sandbox.pod import Pod
 from hyper.sandbox.rundir import PodDir, live_pods
 from hyper.service.runtime import open_runtime
 from hyper.shim.control import ControlServer
@@ -78,8 +77,13 @@ def _pod_file(path: Path, name: str | None) -> PodSpec:
         raise errors.InvalidArgument(f"pod file {path} is not valid YAML/JSON: {exc}") from None
     spec = pod_from_dict(data, default_name=path.stem)
     if name:
-        spec = PodSpec(name=check_name(name, "pod name"), containers=spec.containers,
-                       hostname=spec.hostname, cpus=spec.cpus, memory_mb=spec.memory_mb)
+        spec = PodSpec(
+            name=check_name(name, "pod name"),
+            containers=spec.containers,
+            hostname=spec.hostname,
+            cpus=spec.cpus,
+            memory_mb=spec.memory_mb,
+        )
     return spec
 
 
@@ -120,7 +124,8 @@ async def _run_one(settings: Any, spec: PodSpec, grace: float) -> int:
             with raw_terminal(use_raw):
                 try:
                     process = await pod.start_container(
-                        container.name, stdin=container.stdin, rows=rows, cols=cols)
+                        container.name, stdin=container.stdin, rows=rows, cols=cols
+                    )
                 except errors.NotFound as exc:
                     print(f"hyper: {exc}", file=sys.stderr)
                     return EXIT_NOT_FOUND
@@ -154,15 +159,21 @@ async def _run_pod(settings: Any, spec: PodSpec, exit_code_from: str | None) -> 
             width = max(len(name) for name in processes)
             loop = asyncio.get_running_loop()
 
+            forwarding: set[asyncio.Task[None]] = set()
+
             def forward(signum: int) -> None:
                 for name, process in processes.items():
                     if not process.exited:
-                        loop.create_task(_quiet(pod.signal(name, signum)))
+                        task = loop.create_task(_quiet(pod.signal(name, signum)))
+                        forwarding.add(task)
+                        task.add_done_callback(forwarding.discard)
 
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(signum, forward, signum)
-            relays = {name: asyncio.create_task(_relay_prefixed(name.ljust(width), p))
-                      for name, p in processes.items()}
+            relays = {
+                name: asyncio.create_task(_relay_prefixed(name.ljust(width), p))
+                for name, p in processes.items()
+            }
             if exit_code_from:
                 status = (await relays[exit_code_from]).status
                 for task in relays.values():
@@ -192,8 +203,11 @@ async def _relay_prefixed(prefix: str, process: Any) -> messages.Exit:
             out.write(prefix.encode() + b" | " + pending + b"\n")
             out.flush()
 
-    pumps = [pump(s, o) for s, o in ((process.stdout, sys.stdout.buffer),
-                                     (process.stderr, sys.stderr.buffer)) if s is not None]
+    pumps = [
+        pump(s, o)
+        for s, o in ((process.stdout, sys.stdout.buffer), (process.stderr, sys.stderr.buffer))
+        if s is not None
+    ]
     await asyncio.gather(*pumps)
     exit_: messages.Exit = await process.wait()
     return exit_

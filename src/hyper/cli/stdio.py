@@ -21,14 +21,20 @@ import struct
 import sys
 import termios
 import tty
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 from hyper.agent.client import Process
 from hyper.agent.streams import OutputStream
 from hyper.proto import messages
 
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-             signal.SIGUSR2)
+FORWARDED = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+)
 
 SignalFn = Callable[[int], Awaitable[None]]
 ResizeFn = Callable[[int, int], Awaitable[None]]
@@ -38,8 +44,7 @@ def terminal_size() -> tuple[int, int]:
     """(rows, cols) of the client's terminal; 24x80 when there is none."""
     for fd in (0, 1, 2):
         try:
-            rows, cols, _, _ = struct.unpack(
-                "HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+            rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
         except OSError:
             continue
         if rows and cols:
@@ -48,7 +53,7 @@ def terminal_size() -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def raw_terminal(enabled: bool) -> object:
+def raw_terminal(enabled: bool) -> Iterator[None]:
     """Put stdin's terminal in raw mode for the block, and restore it however the block ends."""
     if not enabled or not os.isatty(0):
         yield None
@@ -87,20 +92,25 @@ async def attach(
             with contextlib.suppress(Exception):
                 await signal_fn(signal.SIGKILL)
 
+    def on_signal(signum: int) -> None:
+        tasks.append(asyncio.create_task(send_signal(signum)))
+
     installed: list[int] = []
     if forward_signals:
-        for signum in FORWARDED:
-            loop.add_signal_handler(
-                signum, lambda s=signum: tasks.append(asyncio.create_task(send_signal(s))))
-            installed.append(signum)
+        for forwarded in FORWARDED:
+            loop.add_signal_handler(forwarded, on_signal, int(forwarded))
+            installed.append(forwarded)
     if resize_fn is not None and os.isatty(0):
+
         async def on_winch() -> None:
             rows, cols = terminal_size()
             with contextlib.suppress(Exception):
                 await resize_fn(rows, cols)
+
         loop.add_signal_handler(
-            signal.SIGWINCH, lambda: tasks.append(asyncio.create_task(on_winch())))
-        installed.append(signal.SIGWINCH)
+            signal.SIGWINCH, lambda: tasks.append(asyncio.create_task(on_winch()))
+        )
+        installed.append(int(signal.SIGWINCH))
 
     outputs = []
     if process.stdout is not None:
@@ -112,8 +122,8 @@ async def attach(
         await asyncio.gather(*outputs)
         return await process.wait()
     finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
+        for number in installed:
+            loop.remove_signal_handler(number)
         for task in [*tasks, *([stdin_task] if stdin_task else [])]:
             task.cancel()
         for task in outputs:

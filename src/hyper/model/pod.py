@@ -32,8 +32,17 @@ from hyper.errors import InvalidArgument
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 _POD_KEYS = {"name", "hostname", "cpus", "memory", "containers"}
-_CONTAINER_KEYS = {"name", "image", "command", "entrypoint", "env", "workdir", "user", "tty",
-                   "stdin"}
+_CONTAINER_KEYS = {
+    "name",
+    "image",
+    "command",
+    "entrypoint",
+    "env",
+    "workdir",
+    "user",
+    "tty",
+    "stdin",
+}
 
 
 @dataclass(frozen=True)

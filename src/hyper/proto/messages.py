@@ -118,8 +118,10 @@ def parse(payload: bytes) -> Message:
         _require_str(name, "event", 64)
         return Event(name, obj)
     request_id = obj.get("id")
-    if not isinstance(request_id, int) or isinstance(request_id, bool) or not (
-        0 < request_id < 2**53
+    if (
+        not isinstance(request_id, int)
+        or isinstance(request_id, bool)
+        or not (0 < request_id < 2**53)
     ):
         raise ProtocolError(f"message id {request_id!r} is not a positive integer")
     if "op" in obj:

@@ -29,8 +29,7 @@ from pathlib import Path
 from hyper import errors
 from hyper.agent.client import AgentClient, Process
 from hyper.config import Settings
-from hyper.images.rootfs import erofs_image
-from hyper.images.store import Image, ImageStore
+from hyper.images import Image, ImageStore, erofs_image
 from hyper.model.pod import ContainerSpec, PodSpec
 from hyper.proto import messages
 from hyper.sandbox.rundir import PodDir
@@ -113,8 +112,9 @@ class Pod:
     @property
     def agent(self) -> AgentClient:
         if self._agent is None or self.state is not PodState.RUNNING:
-            raise errors.FailedPrecondition(f"pod {self.spec.name} is {self.state.value}, "
-                                            "expected running")
+            raise errors.FailedPrecondition(
+                f"pod {self.spec.name} is {self.state.value}, expected running"
+            )
         return self._agent
 
     # ------------------------------------------------------------ lifecycle
@@ -130,14 +130,17 @@ class Pod:
             self.state = PodState.FAILED
             console = self._vm.console_tail() if self._vm else ""
             await self._teardown(kill=True)
-            if isinstance(exc, errors.HyperError) and console and not isinstance(
-                exc, errors.InvalidArgument | errors.NotFound
+            if (
+                isinstance(exc, errors.HyperError)
+                and console
+                and not isinstance(exc, errors.InvalidArgument | errors.NotFound)
             ):
                 raise type(exc)(f"{exc}\n--- guest console (tail) ---\n{console[-2000:]}") from exc
             raise
         self.state = PodState.RUNNING
-        self.log.info("pod %s running in %.0f ms", self.spec.name,
-                      (time.monotonic() - started) * 1000)
+        self.log.info(
+            "pod %s running in %.0f ms", self.spec.name, (time.monotonic() - started) * 1000
+        )
 
     async def _start(self) -> None:
         images = await self._prepare_images()
@@ -188,13 +191,13 @@ class Pod:
     async def _prepare_images(self) -> dict[str, Path]:
         """Resolve every container's image and its root filesystem; one disk per image."""
         disks: dict[str, Path] = {}
-        by_digest: dict[str, str] = {}
+        by_digest: dict[str, str] = {}  # manifest digest -> disk id
         for spec in self.spec.containers:
             image = await asyncio.to_thread(self._images.resolve, spec.image)
-            disk = by_digest.get(image.digest)
+            disk = by_digest.get(str(image.digest))
             if disk is None:
                 disk = f"img{len(by_digest)}"
-                by_digest[image.digest] = disk
+                by_digest[str(image.digest)] = disk
                 disks[disk] = await erofs_image(self._images, image)
             container = Container(spec=spec, image=image, disk=disk)
             _apply_image_defaults(container)
@@ -202,39 +205,57 @@ class Pod:
         return disks
 
     async def _connect(self, listener: socket.socket) -> AgentClient:
+        """Accept QEMU's connection to the agent socket and shake hands with hyperstart.
+
+        Bounded by the boot timeout, and cut short if QEMU exits meanwhile."""
         timeout = self.settings.vm.boot_timeout
         loop = asyncio.get_running_loop()
-        accept = loop.sock_accept(listener)
-        vm_gone = asyncio.ensure_future(self._vm_exited())
+        accept: asyncio.Task[tuple[socket.socket, object]] = asyncio.ensure_future(
+            loop.sock_accept(listener)
+        )
+        vm_gone = asyncio.ensure_future(self._vm_gone.wait())
         try:
-            done, _ = await asyncio.wait(
-                {asyncio.ensure_future(accept), vm_gone},
-                timeout=timeout,
-                return_when=asyncio.FIRST_COMPLETED,
+            await asyncio.wait(
+                {accept, vm_gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             vm_gone.cancel()
-        if not done:
+            if not accept.done():
+                accept.cancel()
+        if self.vm_exit is not None:
+            if accept.done() and not accept.cancelled() and accept.exception() is None:
+                accept.result()[0].close()
+            raise errors.Unavailable(f"the VM exited during boot: {self.vm_exit.reason}")
+        if accept.cancelled():
             raise errors.Timeout(f"QEMU did not connect to the agent socket within {timeout:g} s")
-        first = done.pop()
-        if first is vm_gone:
-            raise errors.Unavailable(f"the VM exited during boot: {self.vm_exit}")
-        conn, _ = first.result()
+        conn, _ = accept.result()
         reader, writer = await asyncio.open_connection(sock=conn)
         agent = AgentClient(reader, writer, logger=self.log.getChild("agent"))
-        await agent.handshake(timeout)
+        boot = asyncio.ensure_future(agent.handshake(timeout))
+        vm_gone = asyncio.ensure_future(self._vm_gone.wait())
+        try:
+            await asyncio.wait({boot, vm_gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            vm_gone.cancel()
+        if not boot.done():
+            boot.cancel()
+            await agent.close()
+            raise errors.Unavailable(f"the VM exited during boot: {self.vm_exit}")
+        try:
+            boot.result()
+        except BaseException:
+            await agent.close()
+            raise
         return agent
-
-    async def _vm_exited(self) -> None:
-        await self._vm_gone.wait()
 
     async def _watch_vm(self) -> None:
         assert self._vm is not None
         self.vm_exit = await self._vm.wait()
         self._vm_gone.set()
         if self.state in (PodState.STARTING, PodState.RUNNING):
-            self.log.error("the VM of pod %s exited unexpectedly: %s", self.spec.name,
-                           self.vm_exit.reason)
+            self.log.error(
+                "the VM of pod %s exited unexpectedly: %s", self.spec.name, self.vm_exit.reason
+            )
             self.state = PodState.FAILED
             reason = errors.Unavailable(f"the pod's VM exited: {self.vm_exit.reason}")
             for container in self.containers.values():
@@ -254,10 +275,12 @@ class Pod:
             if self.state is PodState.RUNNING:
                 self.state = PodState.STOPPING
                 with contextlib.suppress(errors.HyperError):
-                    await asyncio.gather(*(self._stop_container(c, grace)
-                                           for c in self.containers.values()))
-                with contextlib.suppress(errors.HyperError):
-                    await self._agent.shutdown(timeout=5.0) if self._agent else None
+                    await asyncio.gather(
+                        *(self._stop_container(c, grace) for c in self.containers.values())
+                    )
+                if self._agent is not None:
+                    with contextlib.suppress(errors.HyperError):
+                        await self._agent.shutdown(timeout=5.0)
             await self._teardown(kill=False)
             self.state = PodState.STOPPED
 
@@ -284,8 +307,13 @@ class Pod:
     # ------------------------------------------------------------ processes
 
     async def start_container(
-        self, name: str, *, stdin: bool = False, tty: bool | None = None,
-        rows: int = 24, cols: int = 80,
+        self,
+        name: str,
+        *,
+        stdin: bool = False,
+        tty: bool | None = None,
+        rows: int = 24,
+        cols: int = 80,
     ) -> Process:
         """Start a container's main process (its id is the container's name)."""
         container = self._container(name)
@@ -362,8 +390,9 @@ class Pod:
         try:
             await asyncio.wait_for(process.wait(), grace)
         except TimeoutError:
-            self.log.info("container %s ignored SIGTERM for %g s: killing it",
-                          container.spec.name, grace)
+            self.log.info(
+                "container %s ignored SIGTERM for %g s: killing it", container.spec.name, grace
+            )
             with contextlib.suppress(errors.NotFound):
                 await self.agent.signal(process.id, 9)
             await asyncio.wait_for(process.wait(), 10.0)
@@ -417,8 +446,9 @@ def _merge_env(base: Sequence[str], extra: Sequence[str]) -> list[str]:
 def _apply_image_defaults(container: Container) -> None:
     """Docker's rules: the spec's entrypoint/command replace the image's, env is merged."""
     spec, config = container.spec, container.image.config
-    entrypoint = list(spec.entrypoint) if spec.entrypoint is not None else list(
-        config.entrypoint or [])
+    entrypoint = (
+        list(spec.entrypoint) if spec.entrypoint is not None else list(config.entrypoint or [])
+    )
     if spec.command is not None:
         command = list(spec.command)
     elif spec.entrypoint is not None:

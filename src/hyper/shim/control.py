@@ -78,9 +78,12 @@ class _Session:
 
     async def run(self) -> None:
         try:
-            await self._send_msg(messages.encode_event(
-                "ready", messages.Ready(messages.SUPPORTED_VERSIONS, f"hyper {__version__}")
-                .to_wire()))
+            await self._send_msg(
+                messages.encode_event(
+                    "ready",
+                    messages.Ready(messages.SUPPORTED_VERSIONS, f"hyper {__version__}").to_wire(),
+                )
+            )
             while data := await self._reader.read(64 * 1024):
                 for frame in self._decoder.feed(data):
                     await self._dispatch(frame)
@@ -194,10 +197,13 @@ class _Session:
         self._processes[request.process] = process
         if request.stdin and process.stdin is not None:
             self._inputs[request.stdin] = _InputRelay(
-                request.stdin, self._window, process.stdin, self._send, self._spawn)
+                request.stdin, self._window, process.stdin, self._send, self._spawn
+            )
         outputs = []
-        for client_stream, source in ((request.stdout, process.stdout),
-                                      (request.stderr, process.stderr)):
+        for client_stream, source in (
+            (request.stdout, process.stdout),
+            (request.stderr, process.stderr),
+        ):
             if client_stream and source is not None:
                 credit = InputStream(client_stream, self._window, self._send)
                 self._outputs[client_stream] = credit
@@ -222,8 +228,11 @@ class _Session:
             exit_ = messages.Exit(process.id, 255, 0)
         finally:
             self._processes.pop(client_id, None)
-        await self._send_msg(messages.encode_event(
-            "exit", messages.Exit(client_id, exit_.status, exit_.signal).to_wire()))
+        await self._send_msg(
+            messages.encode_event(
+                "exit", messages.Exit(client_id, exit_.status, exit_.signal).to_wire()
+            )
+        )
 
 
 async def _drain(source: OutputStream) -> None:
@@ -234,8 +243,9 @@ async def _drain(source: OutputStream) -> None:
 class _InputRelay:
     """A client's stdin stream, forwarded to a guest process within both legs' credit."""
 
-    def __init__(self, stream: int, window: int, target: InputStream,
-                 send: Any, spawn: Any) -> None:
+    def __init__(
+        self, stream: int, window: int, target: InputStream, send: Any, spawn: Any
+    ) -> None:
         self.stream = stream
         self._window = flow.ReceiveWindow(window)
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
