@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--memory", "-m", help="memory of the VM, e.g. 512M or 1G")
     run.add_argument("--cpus", type=int, help="vCPUs of the VM")
     run.add_argument("--entrypoint", help="replace the image's entrypoint")
-    run.add_argument("--hostname", "-h", dest="hostname", help="host name of the pod")
+    run.add_argument("--hostname", dest="hostname", help="host name of the pod")
     run.add_argument(
         "--stop-timeout",
         type=float,

@@ -135,7 +135,7 @@ def _section(cls: type[Any], name: str, values: dict[str, Any]) -> Any:
         if key not in fields:
             raise InvalidArgument(f"unknown configuration key {name}.{key}")
         expected = type(getattr(defaults, key))
-        if expected is Path:
+        if issubclass(expected, Path):
             if not isinstance(value, str) or not value.startswith("/"):
                 raise InvalidArgument(f"{name}.{key} must be an absolute path")
             value = Path(value)

@@ -188,4 +188,3 @@ def closure(
         extensions=extensions,
         libraries=libs,
     )
-

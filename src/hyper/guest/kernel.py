@@ -100,7 +100,7 @@ def _run(argv: Sequence[str], timeout: float = _TOOL_TIMEOUT, **kwargs: Any) -> 
     if done.returncode != 0:
         detail = done.stderr.strip() or done.stdout.strip()
         raise Unavailable(f"{' '.join(argv)} failed ({done.returncode}): {detail}")
-    return done.stdout
+    return str(done.stdout)
 
 
 def candidate(metapackage: str) -> Package:
@@ -252,9 +252,7 @@ def prepare(package: Package, directory: Path, wanted: Sequence[str] = kmod.WANT
             shutil.copyfile(vmlinuz[0], directory / BZIMAGE)
         (directory / "modules").mkdir()
         for module in modules:
-            (directory / "modules" / f"{module.name}.ko").write_bytes(
-                kmod.decompress(module.path)
-            )
+            (directory / "modules" / f"{module.name}.ko").write_bytes(kmod.decompress(module.path))
         manifest = {
             "package": package.name,
             "version": package.version,

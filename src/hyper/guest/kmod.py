@@ -164,4 +164,3 @@ def resolve(module_dir: Path, wanted: Iterable[str] = WANTED) -> list[Module]:
 
     order = load_order(wanted, depends, compiled_in)
     return [Module(name, files[name], infos[name]) for name in order]
-

@@ -1,0 +1,94 @@
+"""The guest cache directory: its layout, its lock and its atomic writes.
+
+Layout under ``settings.paths.guest``::
+
+    lock                          flock()ed by the one process building at a time
+    guest.json                    manifest of the current build (replaced atomically, last)
+    kernels/<package>_<version>/  a kernel package reduced to the kernel and its modules
+    initrd-<inputs>.img           the initramfs of the current inputs
+
+Readers never lock: a file is only ever replaced by ``rename``, so a reader sees the old or
+the new version, whole. Builders hold the lock, re-check the manifest once they have it (the
+other builder may have just built the same thing), and delete what the new manifest no longer
+references.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MANIFEST = "guest.json"
+LOCK = "lock"
+KERNELS = "kernels"
+_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def locked(root: Path) -> Iterator[None]:
+    """Hold the cache's build lock (blocking until the other builder is done)."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` so that readers see either the old file or all of the new one."""
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    write_atomic(root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def prune(root: Path, keep: set[Path]) -> None:
+    """Remove the kernels and initrds (and leftovers of crashed builds) not in ``keep``.
+
+    Call with the lock held, after the manifest that references ``keep`` is written.
+    """
+    candidates = [*root.glob("initrd-*.img"), *root.glob(".*.tmp-*")]
+    if (root / KERNELS).is_dir():
+        candidates += list((root / KERNELS).iterdir())
+    for path in candidates:
+        if path in keep:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
