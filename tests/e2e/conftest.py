@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ class Hyper:
         self.config = config
         self.run_dir = run_dir
         self.env = {**os.environ, "HYPER_CONFIG": str(config)}
+        self.clients: list[subprocess.Popen[bytes]] = []
 
     def __call__(
         self, *args: str, input: bytes | None = None, timeout: float = 180
@@ -37,7 +39,15 @@ class Hyper:
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
         kwargs.setdefault("stdin", subprocess.DEVNULL)
-        return subprocess.Popen([*HYPER, *args], env=self.env, **kwargs)
+        client = subprocess.Popen([*HYPER, *args], env=self.env, **kwargs)
+        self.clients.append(client)
+        return client
+
+    def kill_clients(self) -> None:
+        for client in self.clients:
+            if client.poll() is None:
+                client.kill()  # its QEMU dies with it (PDEATHSIG)
+                client.wait(timeout=30)
 
     def pod_dirs(self) -> list[Path]:
         pods = self.run_dir / "pods"
@@ -65,7 +75,7 @@ def read_line(stream, timeout: float, what: str) -> bytes:
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([stream], [], [], left)[0]:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        char = stream.read(1)
+        char = os.read(stream.fileno(), 1)  # unbuffered: select sees what is left
         if not char:
             raise AssertionError(f"stream ended while waiting for {what}: {line!r}")
         line += char
@@ -81,7 +91,7 @@ def hyper_base(tmp_path_factory) -> Path:
 @pytest.fixture()
 def hyper(hyper_base: Path, tmp_path: Path) -> Iterator[Hyper]:
     state = hyper_base / "state"  # images are shared by the session's tests
-    run_dir = tmp_path / "run"
+    run_dir = Path(tempfile.mkdtemp(prefix="hyper-e2e-"))  # short: unix socket paths
     config = tmp_path / "config.toml"
     config.write_text(
         f'[paths]\nstate_dir = "{state}"\nrun_dir = "{run_dir}"\n[vm]\nboot_timeout = 120.0\n'
@@ -90,6 +100,9 @@ def hyper(hyper_base: Path, tmp_path: Path) -> Iterator[Hyper]:
     result = tool("setup", timeout=900)
     assert result.returncode == 0, result.stderr.decode()
     yield tool
+    tool.kill_clients()
+    if tool.pod_dirs():
+        tool("ps")  # sweeps the pods of killed clients
     leftovers = tool.pod_dirs()
     shutil.rmtree(run_dir, ignore_errors=True)
     assert not leftovers, f"pods left behind: {leftovers}"

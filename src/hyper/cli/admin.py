@@ -74,8 +74,9 @@ async def _info(settings: Settings) -> int:
 
 
 def _ps(settings: Settings) -> int:
-    from hyper.sandbox.rundir import live_pods
+    from hyper.sandbox.rundir import live_pods, sweep
 
+    sweep(settings.paths.pods)  # what dead owners left is not running: remove it
     rows = [("POD ID", "NAME", "CONTAINERS", "IMAGE")]
     for info in live_pods(settings.paths.pods):
         images = info.get("images", {})

@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hyper import errors
 from hyper.cli.main import settings_from
 from hyper.cli.stdio import attach, raw_terminal, stdin_is_terminal, terminal_size
@@ -69,6 +67,8 @@ def main(args: Any) -> int:
 
 
 def _pod_file(path: Path, name: str | None) -> PodSpec:
+    import yaml  # only pod files need it: keep `hyper run` start-up small
+
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -139,12 +139,15 @@ async def _run_one(settings: Any, spec: PodSpec, grace: float) -> int:
                 async def send_signal(s: int) -> None:
                     await pod.signal(container.name, s)
 
-                exit_ = await attach(
-                    process,
-                    signal_fn=send_signal,
-                    resize_fn=resize if container.tty else None,
-                    grace=grace,
-                )
+                try:
+                    exit_ = await attach(
+                        process,
+                        signal_fn=send_signal,
+                        resize_fn=resize if container.tty else None,
+                        grace=grace,
+                    )
+                except errors.HyperError as exc:
+                    raise await pod.explain(exc) from exc
             return exit_.status
     except asyncio.CancelledError:
         return 130

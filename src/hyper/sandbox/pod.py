@@ -91,7 +91,7 @@ class Pod:
         self.log = _log.getChild(spec.name)
         self._images = images
         self._guest = guest
-        self._dir = PodDir(settings.paths.pods / self.id)
+        self._dir = PodDir(settings.paths.pods / self.id[:16])  # short: unix socket paths
         self._vm: QemuVm | None = None
         self._agent: AgentClient | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -264,6 +264,17 @@ class Pod:
             if self._agent is not None:
                 self._agent._shutdown(reason)
 
+    async def explain(self, error: errors.HyperError, within: float = 2.0) -> errors.HyperError:
+        """The error to report for a failure seen on the agent connection.
+
+        When QEMU dies, the agent's connection usually ends a moment before QEMU's exit is
+        reaped; the VM's exit is the real cause, so wait briefly for it and report that."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._vm_gone.wait(), within)
+        if self.vm_exit is not None:
+            return errors.Unavailable(f"the pod's VM exited unexpectedly: {self.vm_exit.reason}")
+        return error
+
     async def stop(self, timeout: float | None = None) -> None:
         """Stop every container (SIGTERM, then SIGKILL after the grace period), power off."""
         async with self._lock:
@@ -418,6 +429,10 @@ class Pod:
 
 
 def _listen(path: Path) -> socket.socket:
+    if len(os.fsencode(path)) >= 108:
+        raise errors.InvalidArgument(
+            f"the socket path {path} is too long for a unix socket: choose a shorter paths.run_dir"
+        )
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(os.fspath(path))
