@@ -12,8 +12,13 @@ from typing import Any
 from hyper import errors
 from hyper.agent.client import AgentClient
 from hyper.cli.main import settings_from
-from hyper.cli.run import EXIT_CANNOT_INVOKE, EXIT_NOT_FOUND
-from hyper.cli.stdio import attach, raw_terminal, stdin_is_terminal, terminal_size
+from hyper.cli.stdio import (
+    attach,
+    raw_terminal,
+    start_failure_status,
+    stdin_is_terminal,
+    terminal_size,
+)
 from hyper.sandbox.rundir import live_pods
 
 
@@ -64,12 +69,8 @@ async def _exec(control: Path, container: str, args: Any, grace: float) -> int:
                     rows=rows,
                     cols=cols,
                 )
-            except errors.NotFound as exc:
-                print(f"hyper: {exc}", file=sys.stderr)
-                return EXIT_NOT_FOUND
-            except errors.FailedPrecondition as exc:
-                print(f"hyper: {exc}", file=sys.stderr)
-                return EXIT_CANNOT_INVOKE
+            except (errors.NotFound, errors.FailedPrecondition) as exc:
+                return start_failure_status(exc)
 
             async def send_signal(s: int) -> None:
                 await client.signal(process_id, s)

@@ -18,15 +18,18 @@ from typing import Any
 
 from hyper import errors
 from hyper.cli.main import settings_from
-from hyper.cli.stdio import attach, raw_terminal, stdin_is_terminal, terminal_size
+from hyper.cli.stdio import (
+    attach,
+    raw_terminal,
+    start_failure_status,
+    stdin_is_terminal,
+    terminal_size,
+)
 from hyper.model.pod import ContainerSpec, PodSpec, check_name, parse_memory, pod_from_dict
 from hyper.proto import messages
 from hyper.sandbox.rundir import PodDir, live_pods
 from hyper.service.runtime import open_runtime
 from hyper.shim.control import ControlServer
-
-EXIT_NOT_FOUND = 127
-EXIT_CANNOT_INVOKE = 126
 
 
 def main(args: Any) -> int:
@@ -126,12 +129,8 @@ async def _run_one(settings: Any, spec: PodSpec, grace: float) -> int:
                     process = await pod.start_container(
                         container.name, stdin=container.stdin, rows=rows, cols=cols
                     )
-                except errors.NotFound as exc:
-                    print(f"hyper: {exc}", file=sys.stderr)
-                    return EXIT_NOT_FOUND
-                except errors.FailedPrecondition as exc:
-                    print(f"hyper: {exc}", file=sys.stderr)
-                    return EXIT_CANNOT_INVOKE
+                except (errors.NotFound, errors.FailedPrecondition) as exc:
+                    return start_failure_status(exc)
 
                 async def resize(r: int, c: int) -> None:
                     await pod.resize(container.name, r, c)

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 
 from hyper.agent.client import Process
 from hyper.agent.streams import OutputStream
+from hyper.errors import HyperError, NotFound
 from hyper.proto import messages
 
 FORWARDED = (
@@ -175,6 +176,13 @@ async def _pump_in(process: Process) -> None:
         if pollable:
             loop.remove_reader(0)
     await stdin.close()
+
+
+def start_failure_status(error: HyperError) -> int:
+    """Report a process that could not start; its exit status as docker gives it:
+    127 when the program is not found, 126 when it cannot be invoked."""
+    print(f"hyper: {error}", file=sys.stderr)
+    return 127 if isinstance(error, NotFound) else 126
 
 
 def stdin_is_terminal() -> bool:
