@@ -13,6 +13,8 @@ PACKAGES=(
   cpio zstd lz4 xz-utils           # unpacking the kernel package and its payload
   runc                             # the baseline of the benchmarks
   tmux                             # driving interactive terminals in tests
+  docker-registry skopeo           # a real registry and an independent client, for image tests
+  apache2-utils openssl            # htpasswd and a test CA for the registry's basic auth and TLS
 )
 
 missing=()
@@ -36,5 +38,6 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   touch "$stamp"
 fi
 ln -sf "$PWD/.venv/bin/hyper" /usr/local/bin/hyper
+ln -sf "$PWD/.venv/bin/hyperd" /usr/local/bin/hyperd
 
 .venv/bin/hyper setup

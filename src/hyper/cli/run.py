@@ -28,7 +28,7 @@ from hyper.cli.stdio import (
 from hyper.model.pod import ContainerSpec, PodSpec, check_name, parse_memory, pod_from_dict
 from hyper.proto import messages
 from hyper.sandbox.rundir import PodDir, live_pods
-from hyper.service.runtime import open_runtime
+from hyper.sandbox.runtime import open_runtime
 from hyper.shim.control import ControlServer
 
 

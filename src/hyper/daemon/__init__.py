@@ -1,0 +1,1 @@
+"""hyperd: the host daemon, its REST API, and the state it owns."""

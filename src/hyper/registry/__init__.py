@@ -1,0 +1,1 @@
+"""A client of the OCI distribution spec: pull and push images from and to registries."""

@@ -1,0 +1,1 @@
+"""hyperd's durable state: SQLite, one file under the state dir."""
