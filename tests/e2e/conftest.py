@@ -1,8 +1,9 @@
-"""Fixtures for end-to-end tests: the real `hyper` CLI, real QEMU, a private state and run dir.
+"""Fixtures for end-to-end tests: a private hyperd, the real `hyper` CLI, real QEMU.
 
 The guest (kernel and initramfs) is shared with the machine's cache (built by `make setup`, or
-here on first use); everything a test makes lives under its own temporary directories, which must
-be empty of pods when the test ends.
+here on first use). The session has one private state dir (images shared by its tests) and run
+dir; each test gets its own hyperd on them, and when the test ends every pod is removed and
+nothing of it may remain: no pod directory, no QEMU, no supervisor.
 """
 
 from __future__ import annotations
@@ -82,27 +83,112 @@ def read_line(stream, timeout: float, what: str) -> bytes:
     return line
 
 
+class Daemon:
+    """A private hyperd for the tests: started, killed (-9) and restarted at will."""
+
+    def __init__(self, config: Path, state: Path, run_dir: Path) -> None:
+        self.config = config
+        self.state = state
+        self.run_dir = run_dir
+        self.socket = run_dir / "hyperd.sock"
+        self.log = state / "hyperd.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        assert self.process is None or self.process.poll() is not None, "hyperd runs already"
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "hyper.daemon", "--config", str(self.config)],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
+        wait_for(self._answers, 60, f"hyperd to answer on {self.socket} (log: {self.log})")
+
+    def _answers(self) -> bool:
+        import socket
+
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"hyperd exited: {self.log.read_text()[-3000:]}")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.socket))
+        except OSError:
+            return False
+        finally:
+            probe.close()
+        return True
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+
+
 @pytest.fixture(scope="session")
-def hyper_base(tmp_path_factory) -> Path:
+def hyper_home(tmp_path_factory) -> Iterator[tuple[Path, Path, Path]]:
+    """One private state (images shared by the session's tests) and a short run dir."""
     root: Path = tmp_path_factory.mktemp("hyper")
-    return root
+    state = root / "state"
+    run_dir = Path(tempfile.mkdtemp(prefix="hyper-e2e-"))  # short: unix socket paths
+    config = root / "config.toml"
+    config.write_text(
+        f'[paths]\nstate_dir = "{state}"\nrun_dir = "{run_dir}"\n'
+        f'[vm]\nboot_timeout = 120.0\n[daemon]\nsocket = "{run_dir}/hyperd.sock"\n'
+    )
+    result = subprocess.run(
+        [*HYPER, "setup"],
+        capture_output=True,
+        env={**os.environ, "HYPER_CONFIG": str(config)},
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    yield config, state, run_dir
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture()
-def hyper(hyper_base: Path, tmp_path: Path) -> Iterator[Hyper]:
-    state = hyper_base / "state"  # images are shared by the session's tests
-    run_dir = Path(tempfile.mkdtemp(prefix="hyper-e2e-"))  # short: unix socket paths
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[paths]\nstate_dir = "{state}"\nrun_dir = "{run_dir}"\n[vm]\nboot_timeout = 120.0\n'
+def hyperd(hyper_home) -> Iterator[Daemon]:
+    config, state, run_dir = hyper_home
+    daemon = Daemon(config, state, run_dir)
+    daemon.start()
+    yield daemon
+    if daemon.process is None or daemon.process.poll() is not None:
+        daemon.start()
+    env = {**os.environ, "HYPER_CONFIG": str(config)}
+    listed = subprocess.run(
+        [*HYPER, "pod", "ls", "-a", "-q"], capture_output=True, env=env, timeout=60
     )
-    tool = Hyper(config, run_dir)
-    result = tool("setup", timeout=900)
-    assert result.returncode == 0, result.stderr.decode()
+    for pod in listed.stdout.decode().split():
+        subprocess.run([*HYPER, "pod", "rm", "-f", pod], capture_output=True, env=env, timeout=120)
+    daemon.stop()
+    leftovers = assert_nothing_left(state, run_dir)
+    assert not leftovers, f"left behind: {leftovers}"
+
+
+def assert_nothing_left(state: Path, run_dir: Path) -> list[str]:
+    """Pod run dirs, pod state dirs, QEMU or supervisor processes of this test's daemon."""
+    found = [str(p) for p in (run_dir / "pods").glob("*")] if (run_dir / "pods").exists() else []
+    found += [str(p) for p in (state / "pods").glob("*")] if (state / "pods").exists() else []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(run_dir).encode() in cmdline or str(state).encode() + b"/pods" in cmdline:
+            shown = cmdline.replace(bytes(1), b" ")[:120]
+            found.append(f"process {proc.name}: {shown!r}")
+    return found
+
+
+@pytest.fixture()
+def hyper(hyperd: Daemon) -> Iterator[Hyper]:
+    tool = Hyper(hyperd.config, hyperd.run_dir)
     yield tool
     tool.kill_clients()
-    if tool.pod_dirs():
-        tool("ps")  # sweeps the pods of killed clients
-    leftovers = tool.pod_dirs()
-    shutil.rmtree(run_dir, ignore_errors=True)
-    assert not leftovers, f"pods left behind: {leftovers}"

@@ -1,10 +1,10 @@
-"""Operator verbs: ``setup``, ``guest info|build``, ``info``, ``ps``, ``images``."""
+"""Host verbs run locally (``setup``, ``guest info|build``, ``images``), and ``info`` and
+``version``, which ask hyperd."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from hyper.cli.main import settings_from
@@ -28,12 +28,8 @@ def main(args: Any) -> int:
             return 0
         _print_table(artifacts.describe(settings))
         return 0
-    if verb == "info":
-        return asyncio.run(_info(settings))
-    if verb == "ps":
-        return _ps(settings)
     if verb == "images":
-        return _images(settings)
+        return _images(settings, args)
     raise AssertionError(verb)
 
 
@@ -52,76 +48,78 @@ async def _setup(settings: Settings) -> int:
     return 0
 
 
-async def _info(settings: Settings) -> int:
+def remote(client: Any, args: Any) -> int:
+    """``hyper info`` and ``hyper version``, answered by hyperd."""
     from hyper import __version__
-    from hyper.guest.artifacts import resolve
-    from hyper.vmm.accel import choose
+    from hyper.cli import output
 
-    guest = resolve(settings, build=False)
-    accelerator = await choose(settings, guest.kernel)
-    _print_table(
+    if args.verb == "version":
+        server = client.call("GET", "/version")
+        answer = {"client": {"version": __version__}, "server": server}
+        if args.format == "json":
+            output.emit_json(answer)
+        else:
+            output.pairs(
+                {
+                    "client version": __version__,
+                    "server version": server["version"],
+                    "api version": server["api_version"],
+                    "host kernel": f"{server['kernel']} ({server['arch']})",
+                }
+            )
+        return 0
+    info = client.call("GET", "/info")
+    if args.format == "json":
+        output.emit_json(info)
+        return 0
+    output.pairs(
         {
-            "version": __version__,
-            "accelerator": f"{accelerator.name} ({accelerator.reason})",
-            "guest kernel": f"{guest.release} ({guest.source})",
-            "guest agent": f"hyperstart {guest.agent_version}",
-            "state dir": str(settings.paths.state_dir),
-            "run dir": str(settings.paths.run_dir),
-            "cache dir": str(settings.paths.cache_dir),
+            "version": info["version"],
+            "accelerator": f"{info['accelerator']['name']} ({info['accelerator']['reason']})",
+            "guest kernel": f"{info['guest']['release']} ({info['guest']['source']})",
+            "pods": f"{info['pods']['running']} running, {info['pods']['total']} in all",
+            "containers": (
+                f"{info['containers']['running']} running, {info['containers']['total']} in all"
+            ),
+            "images": str(info["images"]),
+            "state dir": info["paths"]["state_dir"],
+            "socket": info["paths"]["socket"],
         }
     )
     return 0
 
 
-def _ps(settings: Settings) -> int:
-    from hyper.sandbox.rundir import live_pods, sweep
-
-    sweep(settings.paths.pods)  # what dead owners left is not running: remove it
-    rows = [("POD ID", "NAME", "CONTAINERS", "IMAGE")]
-    for info in live_pods(settings.paths.pods):
-        images = info.get("images", {})
-        rows.append(
-            (
-                info["id"][:12],
-                info["name"],
-                ",".join(info.get("containers", [])),
-                ",".join(sorted(set(images.values()))),
-            )
-        )
-    _print_rows(rows)
-    return 0
-
-
-def _images(settings: Settings) -> int:
+def _images(settings: Settings, args: Any) -> int:
+    from hyper.cli import output
     from hyper.images.store import ImageStore
 
+    images = ImageStore(settings.paths.images).list()
+    if args.format == "json":
+        output.emit_json(
+            [
+                {
+                    "repository": image.reference.familiar.rsplit(":", 1)[0],
+                    "tag": image.reference.tag,
+                    "id": str(image.digest),
+                    "size": image.size,
+                }
+                for image in images
+            ]
+        )
+        return 0
     rows = [("REPOSITORY", "TAG", "IMAGE ID", "SIZE")]
-    for image in ImageStore(settings.paths.images).list():
+    for image in images:
         ref = image.reference
         rows.append(
             (
                 ref.familiar.rsplit(":", 1)[0],
                 ref.tag or "<none>",
                 image.digest.hex[:12],
-                _size(image.size),
+                output.size(image.size),
             )
         )
-    _print_rows(rows)
+    output.table(rows)
     return 0
-
-
-def _size(size: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.3g}{unit}"
-        size = size / 1000  # type: ignore[assignment]
-    return f"{size:.3g}TB"
-
-
-def _print_rows(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _print_table(values: dict[str, Any]) -> None:

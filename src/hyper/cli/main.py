@@ -1,10 +1,12 @@
 """The ``hyper`` command: parse the command line, run one verb, map errors to exit codes.
 
+Every verb but the host set-up (``setup``, ``guest``) is a client of hyperd (:mod:`.client`).
 The CLI is on the hot path of every container start, so this module imports only argparse at
 start-up; each verb imports what it needs when it runs (``python -X importtime -m hyper.cli``).
 
-Exit codes follow ``docker run``: the container's own status, 125 when hyper itself failed,
-126 when the command cannot be invoked, 127 when it is not found.
+Exit codes follow docker: a container's own status for run/start -a/exec, 125 when hyper itself
+failed (daemon unreachable, bad request, not found...), 126 when the command cannot be invoked,
+127 when it is not found.
 """
 
 from __future__ import annotations
@@ -16,94 +18,176 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def _add_process_flags(parser: argparse.ArgumentParser) -> None:
+def _process_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-i",
-        "--interactive",
-        action="store_true",
-        help="keep stdin open and connect it to the process",
+        "-i", "--interactive", action="store_true", help="keep stdin open and connect it"
     )
     parser.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     parser.add_argument(
-        "-e",
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set an environment variable (repeatable)",
+        "-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="set a variable"
+    )
+    parser.add_argument("-w", "--workdir", default="", metavar="DIR", help="working directory")
+    parser.add_argument("-u", "--user", default="", metavar="USER[:GROUP]", help="user")
+
+
+def _container_flags(parser: argparse.ArgumentParser) -> None:
+    _process_flags(parser)
+    parser.add_argument("--name", help="name of the container (and of its pod)")
+    parser.add_argument("-m", "--memory", help="memory of the VM, e.g. 512M or 1G")
+    parser.add_argument("--cpus", type=int, help="vCPUs of the VM")
+    parser.add_argument("--entrypoint", help="replace the image's entrypoint")
+    parser.add_argument("--hostname", help="host name of the pod")
+    parser.add_argument(
+        "--restart", default="no", help="no, on-failure[:N] or always (default: no)"
     )
     parser.add_argument(
-        "-w", "--workdir", default="", metavar="DIR", help="working directory inside the container"
+        "-l", "--label", action="append", default=[], metavar="KEY=VALUE", help="add a label"
     )
+    parser.add_argument("image", metavar="IMAGE")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+
+
+def _format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-u",
-        "--user",
-        default="",
-        metavar="USER[:GROUP]",
-        help="user name or uid, optionally with a group",
+        "--format", choices=("table", "json"), default="table", help="table (default) or json"
+    )
+
+
+def _filter(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-f", "--filter", action="append", default=[], metavar="KEY=VALUE", help="filter"
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hyper",
-        description="Run containers, each in its own lightweight virtual machine.",
+        prog="hyper", description="Run containers, each in its own lightweight virtual machine."
     )
     parser.add_argument(
         "--config",
         metavar="FILE",
         help="settings file (default: $HYPER_CONFIG or /etc/hyper/config.toml)",
     )
-    parser.add_argument("--debug", action="store_true", help="log what happens, to stderr")
+    parser.add_argument(
+        "-H", "--host", metavar="URL", help="hyperd to talk to (unix:///path or https://host:port)"
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
     run = verbs.add_parser("run", help="run a command in a new container, in a new micro-VM")
-    _add_process_flags(run)
-    run.add_argument(
-        "--rm",
-        action="store_true",
-        help="remove the container when it exits (always, until hyperd exists)",
-    )
-    run.add_argument("--name", help="name of the container (and its pod)")
-    run.add_argument("--memory", "-m", help="memory of the VM, e.g. 512M or 1G")
-    run.add_argument("--cpus", type=int, help="vCPUs of the VM")
-    run.add_argument("--entrypoint", help="replace the image's entrypoint")
-    run.add_argument("--hostname", dest="hostname", help="host name of the pod")
-    run.add_argument(
-        "--stop-timeout",
-        type=float,
-        metavar="SECONDS",
-        help="grace period between SIGTERM and SIGKILL",
-    )
-    run.add_argument("image", metavar="IMAGE")
-    run.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    run.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    run.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    _container_flags(run)
+    create = verbs.add_parser("create", help="create a container without starting it")
+    _container_flags(create)
 
+    start = verbs.add_parser("start", help="start stopped containers")
+    start.add_argument("-a", "--attach", action="store_true", help="attach to its output")
+    start.add_argument("-i", "--interactive", action="store_true", help="attach stdin")
+    start.add_argument("containers", nargs="+", metavar="CONTAINER")
+    for name, text in (("stop", "stop running containers"), ("restart", "restart containers")):
+        verb = verbs.add_parser(name, help=text)
+        verb.add_argument("-t", "--time", type=float, help="seconds before SIGKILL")
+        verb.add_argument("containers", nargs="+", metavar="CONTAINER")
+    kill = verbs.add_parser("kill", help="send a signal to containers (default SIGKILL)")
+    kill.add_argument("-s", "--signal", default="KILL", help="signal name or number")
+    kill.add_argument("containers", nargs="+", metavar="CONTAINER")
+    rm = verbs.add_parser("rm", help="remove containers")
+    rm.add_argument("-f", "--force", action="store_true", help="kill and remove running ones")
+    rm.add_argument("containers", nargs="+", metavar="CONTAINER")
+
+    ps = verbs.add_parser("ps", help="list containers")
+    ps.add_argument("-a", "--all", action="store_true", help="also the stopped ones")
+    ps.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    _format(ps)
+    _filter(ps)
+    logs = verbs.add_parser("logs", help="a container's output")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep following")
+    logs.add_argument("-n", "--tail", help="only the last N lines (default: all)")
+    logs.add_argument("-t", "--timestamps", action="store_true", help="show times")
+    logs.add_argument("--since", help="from this time (epoch, RFC 3339, or 10m, 2h)")
+    logs.add_argument("--until", help="up to this time")
+    logs.add_argument("container", metavar="CONTAINER")
     exec_ = verbs.add_parser("exec", help="run a command in a running container")
-    _add_process_flags(exec_)
+    _process_flags(exec_)
     exec_.add_argument("container", metavar="CONTAINER")
     exec_.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
+    attach = verbs.add_parser("attach", help="attach to a running container's main process")
+    attach.add_argument("--no-stdin", action="store_true", help="do not attach stdin")
+    attach.add_argument("container", metavar="CONTAINER")
+    inspect = verbs.add_parser("inspect", help="details of containers or pods, as JSON")
+    inspect.add_argument("names", nargs="+", metavar="NAME")
+    wait = verbs.add_parser("wait", help="wait for containers to stop; print their codes")
+    wait.add_argument("containers", nargs="+", metavar="CONTAINER")
+    stats = verbs.add_parser("stats", help="memory, CPU and processes of containers")
+    stats.add_argument("--no-stream", action="store_true", help="print once and exit")
+    _format(stats)
+    stats.add_argument("containers", nargs="*", metavar="CONTAINER")
+    top = verbs.add_parser("top", help="the processes of a container")
+    _format(top)
+    top.add_argument("container", metavar="CONTAINER")
+    events = verbs.add_parser("events", help="lifecycle events, as they happen")
+    events.add_argument("--since", help="replay from this time")
+    events.add_argument("--until", help="stop at this time")
+    _format(events)
+    _filter(events)
 
     pod = verbs.add_parser("pod", help="pods of several containers")
     pod_verbs = pod.add_subparsers(dest="pod_verb", metavar="COMMAND", required=True)
-    pod_run = pod_verbs.add_parser("run", help="run a pod from a spec file (YAML or JSON)")
-    pod_run.add_argument("file", metavar="FILE")
-    pod_run.add_argument("--name", help="override the pod's name")
-    pod_run.add_argument(
-        "--exit-code-from",
-        metavar="CONTAINER",
-        help="when this container exits, stop the pod and exit with its status",
-    )
+    for name, text in (("run", "create and start a pod from a file"), ("create", "create a pod")):
+        verb = pod_verbs.add_parser(name, help=text)
+        verb.add_argument("file", metavar="FILE", help="pod file (YAML or JSON)")
+        verb.add_argument("--name", help="override the pod's name")
+        verb.add_argument("--restart", default="no", help="no, on-failure[:N] or always")
+        verb.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE")
+        if name == "run":
+            verb.add_argument("-d", "--detach", action="store_true", help="in the background")
+            verb.add_argument("--rm", action="store_true", help="remove the pod when it ends")
+            verb.add_argument(
+                "--exit-code-from",
+                metavar="CONTAINER",
+                help="when this container exits, stop the pod and exit with its status",
+            )
+    pod_ls = pod_verbs.add_parser("ls", help="list pods")
+    pod_ls.add_argument("-a", "--all", action="store_true", help="also the stopped ones")
+    pod_ls.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    _format(pod_ls)
+    _filter(pod_ls)
+    for name, text in (
+        ("inspect", "details of pods"),
+        ("start", "start pods"),
+        ("stop", "stop pods"),
+        ("restart", "restart pods"),
+        ("kill", "signal every container of pods"),
+        ("rm", "remove pods"),
+    ):
+        verb = pod_verbs.add_parser(name, help=text)
+        if name in ("stop", "restart"):
+            verb.add_argument("-t", "--time", type=float, help="seconds before SIGKILL")
+        if name == "kill":
+            verb.add_argument("-s", "--signal", default="KILL", help="signal name or number")
+        if name == "rm":
+            verb.add_argument("-f", "--force", action="store_true", help="also running ones")
+        verb.add_argument("pods", nargs="+", metavar="POD")
 
-    verbs.add_parser("ps", help="list running pods and their containers")
-    verbs.add_parser("images", help="list local images")
-    verbs.add_parser("info", help="show the guest, the accelerator and the paths in use")
+    info = verbs.add_parser("info", help="the daemon, the guest, the accelerator")
+    _format(info)
+    version = verbs.add_parser("version", help="versions of the client and the daemon")
+    _format(version)
+    images = verbs.add_parser("images", help="list local images")
+    _format(images)
     verbs.add_parser("setup", help="build the guest, probe the accelerator, make `busybox`")
-    guest = verbs.add_parser("guest", help="the guest kernel and initramfs")
+    guest = verbs.add_parser("guest", help="the guest kernel and initramfs (local)")
     guest_verbs = guest.add_subparsers(dest="guest_verb", metavar="COMMAND", required=True)
     guest_verbs.add_parser("info", help="which guest is in use and where it came from")
     build = guest_verbs.add_parser("build", help="build the default guest")
     build.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    completion = verbs.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash",))
     return parser
+
+
+LOCAL = ("setup", "guest", "images", "completion")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -130,17 +214,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: Any) -> int:
-    if args.verb in ("run", "pod"):
-        from hyper.cli import run
+    if args.verb == "completion":
+        from hyper.cli.completion import bash
 
-        return run.main(args)
-    if args.verb == "exec":
-        from hyper.cli import exec as exec_
+        print(bash(build_parser()))
+        return 0
+    if args.verb in LOCAL:
+        from hyper.cli import admin
 
-        return exec_.main(args)
-    from hyper.cli import admin
+        return admin.main(args)
+    client = client_from(args)
+    if args.verb == "pod":
+        from hyper.cli import pods
 
-    return admin.main(args)
+        return pods.main(client, args)
+    if args.verb in ("info", "version"):
+        from hyper.cli import admin
+
+        return admin.remote(client, args)
+    from hyper.cli import containers
+
+    verb = {"exec": "exec_"}.get(args.verb, args.verb)
+    handler: Any = getattr(containers, verb)
+    return int(handler(client, args))
 
 
 def settings_from(args: Any) -> Any:
@@ -151,6 +247,15 @@ def settings_from(args: Any) -> Any:
 
     name = args.config or os.environ.get("HYPER_CONFIG")
     return load(Path(name) if name else None)
+
+
+def client_from(args: Any) -> Any:
+    from hyper.cli.client import Client, endpoint
+
+    host = args.host or os.environ.get("HYPER_HOST")
+    if host:
+        return Client(host)
+    return Client(endpoint(None, str(settings_from(args).daemon.socket)))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,19 @@ Example::
 
     [guest]
     kernel = "/boot/my-vmlinux"   # bring your own kernel (and initrd); empty: the built default
+
+    [daemon]
+    socket = "/run/hyper/hyperd.sock"
+    tcp = "0.0.0.0:8443"          # optional; TLS only
+    tls_cert = "/etc/hyper/tls/cert.pem"
+    tls_key = "/etc/hyper/tls/key.pem"
+
+    [registry]
+    insecure = ["localhost:5000"]  # plain HTTP for these registries only
+    ca_dir = "/etc/hyper/certs.d"  # <ca_dir>/<host:port>/ca.crt, like docker's certs.d
+    max_concurrent_downloads = 3
+
+Every key is documented on its dataclass field below.
 """
 
 from __future__ import annotations
@@ -86,11 +99,49 @@ class ContainerSettings:
 
 
 @dataclass(frozen=True)
+class DaemonSettings:
+    socket: Path = Path("/run/hyper/hyperd.sock")
+    """hyperd's unix socket (mode 0600: the local operator). Clients: ``-H`` or $HYPER_HOST."""
+    tcp: str = ""
+    """``host:port`` to also serve the API on TCP; needs ``tls_cert`` and ``tls_key``."""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    """When set, TCP clients must present a certificate signed by this CA."""
+    log_max_bytes: int = 10 << 20
+    """Size at which a container's log file is rotated."""
+    log_max_files: int = 3
+    """Rotated log files kept per container, the current one included."""
+    start_timeout: float = 120.0
+    """Seconds a pod's supervisor may take to boot the VM and start the containers."""
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    insecure: tuple[str, ...] = ()
+    """Registries (``host[:port]``, as in image references) reached over plain HTTP."""
+    ca_dir: Path = Path("/etc/hyper/certs.d")
+    """Extra trust per registry, like docker's certs.d: ``<ca_dir>/<host[:port]>/*.crt`` are CA
+    certificates, ``client.cert`` + ``client.key`` a client certificate."""
+    auth_file: str = ""
+    """Credentials, in docker's config.json format (0600); empty: ``<state_dir>/auth.json``."""
+    max_concurrent_downloads: int = 3
+    """Layers fetched at once by one pull."""
+
+
+@dataclass(frozen=True)
 class Settings:
     paths: Paths = field(default_factory=Paths)
     vm: VmSettings = field(default_factory=VmSettings)
     guest: GuestSettings = field(default_factory=GuestSettings)
     container: ContainerSettings = field(default_factory=ContainerSettings)
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    registry: RegistrySettings = field(default_factory=RegistrySettings)
+
+    @property
+    def auth_file(self) -> Path:
+        """Where registry credentials are kept."""
+        return Path(self.registry.auth_file or self.paths.state_dir / "auth.json")
 
     def validate(self) -> Settings:
         if self.vm.accelerator not in ("auto", "kvm", "tcg"):
@@ -101,8 +152,16 @@ class Settings:
             raise InvalidArgument("vm.memory_mb must be between 64 and 1048576")
         if not 1 <= self.vm.cpus <= 255:
             raise InvalidArgument("vm.cpus must be between 1 and 255")
+        if self.daemon.tcp and not (self.daemon.tls_cert and self.daemon.tls_key):
+            raise InvalidArgument("daemon.tcp needs daemon.tls_cert and daemon.tls_key")
+        if self.daemon.log_max_bytes < 4096 or not 1 <= self.daemon.log_max_files <= 100:
+            raise InvalidArgument("daemon.log_max_bytes >= 4096, daemon.log_max_files 1..100")
         if bool(self.guest.kernel) != bool(self.guest.initrd):
             raise InvalidArgument("guest.kernel and guest.initrd are configured together")
+        if not 1 <= self.registry.max_concurrent_downloads <= 32:
+            raise InvalidArgument("registry.max_concurrent_downloads must be between 1 and 32")
+        if self.registry.auth_file and not self.registry.auth_file.startswith("/"):
+            raise InvalidArgument("registry.auth_file must be an absolute path")
         return self
 
 
@@ -111,6 +170,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "vm": VmSettings,
     "guest": GuestSettings,
     "container": ContainerSettings,
+    "daemon": DaemonSettings,
+    "registry": RegistrySettings,
 }
 
 
@@ -139,6 +200,10 @@ def _section(cls: type[Any], name: str, values: dict[str, Any]) -> Any:
             if not isinstance(value, str) or not value.startswith("/"):
                 raise InvalidArgument(f"{name}.{key} must be an absolute path")
             value = Path(value)
+        elif expected is tuple:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise InvalidArgument(f"{name}.{key} must be a list of strings")
+            value = tuple(value)
         elif expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         elif not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):

@@ -1,0 +1,208 @@
+"""The CLI's connection to hyperd: REST calls, NDJSON streams and stdio websockets.
+
+``http.client`` from the standard library for REST, because the CLI is on the hot path of every
+``hyper run`` and it imports in a fraction of httpx's time; the ``websockets`` library's sync
+client, imported only by the verbs that relay stdio. The endpoint is ``-H``/``--host``, else
+$HYPER_HOST, else the socket of the settings file: ``unix:///run/hyper/hyperd.sock`` or
+``https://host:port`` (with $HYPER_CA / $HYPER_CERT / $HYPER_KEY for TLS).
+
+An error answer carries ``{"kind", "message"}``; it is raised as the same :mod:`hyper.errors`
+class, so the CLI prints the daemon's message and exits with the same code as a local failure.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+from hyper import errors
+
+MAX_ANSWER = 64 << 20
+_KINDS: dict[str, type[errors.HyperError]] = {
+    cls.__name__: cls
+    for cls in (
+        errors.InvalidArgument,
+        errors.NotFound,
+        errors.AlreadyExists,
+        errors.FailedPrecondition,
+        errors.Unavailable,
+        errors.ProtocolError,
+        errors.Timeout,
+        errors.Internal,
+    )
+}
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float | None) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+class Client:
+    def __init__(self, endpoint: str, *, timeout: float | None = 600.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        url = urllib.parse.urlsplit(endpoint)
+        if url.scheme == "unix":
+            self._unix: str | None = url.path
+        elif url.scheme in ("https", "tcp"):
+            self._unix = None
+            self._netloc = url.netloc
+        else:
+            raise errors.InvalidArgument(
+                f"host {endpoint!r} is not unix:///path or https://host:port"
+            )
+
+    def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        if self._unix is not None:
+            return _UnixConnection(self._unix, timeout)
+        return http.client.HTTPSConnection(self._netloc, timeout=timeout, context=_tls_context())
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: Any,
+        timeout: float | None,
+    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        connection = self._connection(timeout)
+        target = "/v1" + path + _query(params)
+        headers = {"Host": "hyperd"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            connection.request(method, target, body=payload, headers=headers)
+            response = connection.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError):
+            connection.close()
+            raise errors.Unavailable(
+                f"cannot reach hyperd at {self.endpoint}: is it running? Start it with "
+                "`hyperd &` (or `systemctl start hyperd`)"
+            ) from None
+        except TimeoutError:
+            connection.close()
+            raise errors.Timeout(f"hyperd did not answer {method} {path} in time") from None
+        except OSError as exc:
+            connection.close()
+            raise errors.Unavailable(f"cannot reach hyperd at {self.endpoint}: {exc}") from None
+        if response.status >= 400:
+            data = response.read(MAX_ANSWER)
+            connection.close()
+            raise _error(response.status, data)
+        return connection, response
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
+    ) -> Any:
+        connection, response = self._send(method, path, params, body, timeout or self.timeout)
+        try:
+            data = response.read(MAX_ANSWER)
+        finally:
+            connection.close()
+        return json.loads(data) if data else None
+
+    def stream(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None
+    ) -> Iterator[Any]:
+        """The JSON values of an NDJSON answer, as they arrive."""
+        connection, response = self._send(method, path, params, None, None)
+        try:
+            while line := response.readline(1 << 20):
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            connection.close()
+
+    def websocket(self, path: str, *, params: dict[str, Any] | None = None) -> Any:
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect, unix_connect
+
+        target = "/v1" + path + _query(params)
+        try:
+            if self._unix is not None:
+                return unix_connect(
+                    self._unix, "ws://hyperd" + target, max_size=1 << 20, compression=None
+                )
+            return connect(
+                f"wss://{self._netloc}{target}",
+                ssl=_tls_context(),
+                max_size=1 << 20,
+                compression=None,
+            )
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise errors.Unavailable(
+                f"cannot reach hyperd at {self.endpoint}: is it running?"
+            ) from None
+        except InvalidStatus as exc:
+            raise _error(exc.response.status_code, bytes(exc.response.body or b"")) from None
+
+
+def endpoint(host: str | None, settings_socket: str) -> str:
+    return host or os.environ.get("HYPER_HOST") or f"unix://{settings_socket}"
+
+
+def _query(params: dict[str, Any] | None) -> str:
+    if not params:
+        return ""
+    pairs: list[tuple[str, str]] = []
+    for key, value in params.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        for item in values:
+            pairs.append((key, str(item).lower() if isinstance(item, bool) else str(item)))
+    return "?" + urllib.parse.urlencode(pairs) if pairs else ""
+
+
+def _error(status: int, data: bytes) -> errors.HyperError:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        cls = _KINDS.get(str(body.get("kind")), errors.HyperError)
+        return cls(body["message"])
+    if isinstance(body, dict) and "detail" in body:  # FastAPI's own validation answers
+        return errors.InvalidArgument(_detail(body["detail"]))
+    return errors.HyperError(f"hyperd answered {status}: {data[:200]!r}")
+
+
+def _detail(detail: Any) -> str:
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                where = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{where}: {item.get('msg')}")
+        return "; ".join(parts) or "invalid request"
+    return str(detail)
+
+
+def _tls_context() -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=os.environ.get("HYPER_CA") or None)
+    cert = os.environ.get("HYPER_CERT")
+    if cert:
+        context.load_cert_chain(cert, os.environ.get("HYPER_KEY") or None)
+    return context

@@ -1,0 +1,316 @@
+"""Container verbs, as clients of hyperd: run, create, start, stop, restart, kill, rm, ps, logs,
+exec, attach, inspect, wait, stats, top, events."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from hyper import errors
+from hyper.cli import output
+from hyper.cli.client import Client
+
+
+def create_body(args: Any) -> dict[str, Any]:
+    labels = {}
+    for item in args.label:
+        key, _, value = item.partition("=")
+        labels[key] = value
+    entrypoint = None
+    if args.entrypoint is not None:
+        entrypoint = [args.entrypoint] if args.entrypoint else []
+    return {
+        "image": args.image,
+        "name": args.name,
+        "command": list(args.command) or None,
+        "entrypoint": entrypoint,
+        "env": list(args.env),
+        "workdir": args.workdir,
+        "user": args.user,
+        "tty": args.tty,
+        "stdin": args.interactive,
+        "hostname": args.hostname or "",
+        "memory": args.memory,
+        "cpus": args.cpus,
+        "restart": args.restart,
+        "labels": labels,
+        "auto_remove": getattr(args, "rm", False),
+    }
+
+
+def create(client: Client, args: Any) -> int:
+    created = client.call("POST", "/containers", body=create_body(args))
+    print(created["id"])
+    return 0
+
+
+def run(client: Client, args: Any) -> int:
+    from hyper.cli import stdio
+
+    if args.tty and args.interactive and not stdio.stdin_is_terminal():
+        print("hyper: the input device is not a TTY", file=sys.stderr)
+        return 1
+    if args.detach and args.rm and args.restart != "no":
+        raise errors.InvalidArgument("--rm and --restart cannot be combined")
+    created = client.call("POST", "/containers", body=create_body(args))
+    if args.detach:
+        try:
+            client.call("POST", f"/containers/{created['id']}/start")
+        except errors.HyperError as exc:
+            print(f"hyper: {exc}", file=sys.stderr)
+            return stdio.start_failure_status(type(exc).__name__)
+        print(created["id"])
+        return 0
+    return _attached(client, created["id"], stdin=args.interactive, tty=args.tty, start=True)
+
+
+def _attached(client: Client, ref: str, *, stdin: bool, tty: bool, start: bool) -> int:
+    from hyper.cli import stdio
+
+    rows, cols = stdio.terminal_size()
+    ws = client.websocket(
+        f"/containers/{ref}/attach",
+        params={"stdin": stdin, "start": start, "rows": rows, "cols": cols},
+    )
+    return stdio.relay(ws, stdin=stdin, tty_=tty)
+
+
+def start(client: Client, args: Any) -> int:
+    if args.attach:
+        if len(args.containers) != 1:
+            raise errors.InvalidArgument("start -a takes one container")
+        view = client.call("GET", f"/containers/{args.containers[0]}")
+        return _attached(
+            client, view["id"], stdin=args.interactive, tty=bool(view["tty"]), start=True
+        )
+    return _each(
+        client, args.containers, lambda ref: client.call("POST", f"/containers/{ref}/start")
+    )
+
+
+def stop(client: Client, args: Any) -> int:
+    params = {"timeout": args.time}
+    return _each(
+        client,
+        args.containers,
+        lambda ref: client.call("POST", f"/containers/{ref}/stop", params=params),
+    )
+
+
+def restart(client: Client, args: Any) -> int:
+    params = {"timeout": args.time}
+    return _each(
+        client,
+        args.containers,
+        lambda ref: client.call("POST", f"/containers/{ref}/restart", params=params),
+    )
+
+
+def kill(client: Client, args: Any) -> int:
+    params = {"signal": args.signal}
+    return _each(
+        client,
+        args.containers,
+        lambda ref: client.call("POST", f"/containers/{ref}/kill", params=params),
+    )
+
+
+def rm(client: Client, args: Any) -> int:
+    params = {"force": args.force}
+    return _each(
+        client,
+        args.containers,
+        lambda ref: client.call("DELETE", f"/containers/{ref}", params=params),
+    )
+
+
+def _each(client: Client, refs: list[str], action: Any) -> int:
+    """Do it to each, print each name done, report each failure: docker's multi-target verbs."""
+    status = 0
+    for ref in refs:
+        try:
+            action(ref)
+        except errors.HyperError as exc:
+            print(f"hyper: {ref}: {exc}", file=sys.stderr)
+            status = exc.exit_code if status == 0 else status
+        else:
+            print(ref)
+    return status
+
+
+def ps(client: Client, args: Any) -> int:
+    views = client.call("GET", "/containers", params={"all": args.all, "filter": args.filter})
+    if args.quiet:
+        for view in views:
+            print(view["id"][:12])
+        return 0
+    if args.format == "json":
+        output.emit_json(views)
+        return 0
+    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    for view in views:
+        command = " ".join(view.get("command") or view.get("entrypoint") or [])
+        rows.append(
+            (
+                view["id"][:12],
+                view["image"],
+                json.dumps(command[:20] + ("…" if len(command) > 20 else "")),
+                output.ago(view["created_at"]),
+                output.status(view),
+                view["name"],
+            )
+        )
+    output.table(rows)
+    return 0
+
+
+def logs(client: Client, args: Any) -> int:
+    params = {
+        "follow": args.follow,
+        "tail": None if args.tail in (None, "all") else int(args.tail),
+        "since": output.parse_time(args.since),
+        "until": output.parse_time(args.until),
+    }
+    try:
+        for entry in client.stream("GET", f"/containers/{args.container}/logs", params=params):
+            line = entry.get("log", "")
+            if args.timestamps:
+                line = f"{entry.get('time')} {line}"
+            target = sys.stderr if entry.get("stream") == "stderr" else sys.stdout
+            target.write(line)
+            target.flush()
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def exec_(client: Client, args: Any) -> int:
+    from hyper.cli import stdio
+
+    if not args.command:
+        raise errors.InvalidArgument("exec needs a command")
+    if args.tty and args.interactive and not stdio.stdin_is_terminal():
+        print("hyper: the input device is not a TTY", file=sys.stderr)
+        return 1
+    rows, cols = stdio.terminal_size()
+    ws = client.websocket(f"/containers/{args.container}/exec")
+    config = {
+        "cmd": args.command,
+        "env": args.env,
+        "workdir": args.workdir,
+        "user": args.user,
+        "tty": args.tty,
+        "stdin": args.interactive,
+        "rows": rows,
+        "cols": cols,
+    }
+    ws.send(json.dumps(config))
+    return stdio.relay(ws, stdin=args.interactive, tty_=args.tty)
+
+
+def attach(client: Client, args: Any) -> int:
+    view = client.call("GET", f"/containers/{args.container}")
+    stdin = bool(view["stdin"]) and not args.no_stdin
+    return _attached(client, view["id"], stdin=stdin, tty=bool(view["tty"]), start=False)
+
+
+def inspect(client: Client, args: Any) -> int:
+    found, status = [], 0
+    for ref in args.names:
+        try:
+            found.append(client.call("GET", f"/containers/{ref}"))
+        except errors.NotFound:
+            try:
+                found.append(client.call("GET", f"/pods/{ref}"))
+            except errors.NotFound:
+                print(f"hyper: no such container or pod: {ref}", file=sys.stderr)
+                status = 1
+    output.emit_json(found)
+    return status
+
+
+def wait(client: Client, args: Any) -> int:
+    status = 0
+    for ref in args.containers:
+        try:
+            done = client.call("POST", f"/containers/{ref}/wait", timeout=None)
+        except errors.HyperError as exc:
+            print(f"hyper: {ref}: {exc}", file=sys.stderr)
+            status = exc.exit_code
+            continue
+        print(done["exit_code"])
+    return status
+
+
+def stats(client: Client, args: Any) -> int:
+    refs = args.containers or [v["name"] for v in client.call("GET", "/containers")]
+    while True:
+        samples = [client.call("GET", f"/containers/{ref}/stats") for ref in refs]
+        if args.format == "json":
+            output.emit_json(samples)
+        else:
+            rows = [("NAME", "MEM USAGE / LIMIT", "MEM %", "CPU TIME", "PIDS")]
+            for s in samples:
+                used = s.get("memory_total", 0) - s.get("memory_available", 0)
+                total = s.get("memory_total", 0) or 1
+                rows.append(
+                    (
+                        s["name"],
+                        f"{output.size(used)} / {output.size(total)}",
+                        f"{100 * used / total:.1f}%",
+                        f"{(s.get('cpu_user_us', 0) + s.get('cpu_system_us', 0)) / 1e6:.2f}s",
+                        str(s.get("processes", "")),
+                    )
+                )
+            output.table(rows)
+        if args.no_stream:
+            return 0
+        time.sleep(1.0)
+
+
+def top(client: Client, args: Any) -> int:
+    answer = client.call("GET", f"/containers/{args.container}/top")
+    if args.format == "json":
+        output.emit_json(answer["processes"])
+        return 0
+    rows = [("PID", "PPID", "USER", "STATE", "RSS", "TIME", "COMMAND")]
+    for p in answer["processes"]:
+        rows.append(
+            (
+                str(p.get("pid")),
+                str(p.get("ppid")),
+                str(p.get("user", p.get("uid"))),
+                str(p.get("state", "")),
+                output.size(p.get("rss", 0)),
+                f"{p.get('cpu_time', 0):.2f}s",
+                str(p.get("command", "")),
+            )
+        )
+    output.table(rows)
+    return 0
+
+
+def events(client: Client, args: Any) -> int:
+    params = {
+        "since": output.parse_time(args.since),
+        "until": output.parse_time(args.until),
+        "filter": args.filter,
+    }
+    try:
+        for event in client.stream("GET", "/events", params=params):
+            if args.format == "json":
+                print(json.dumps(event), flush=True)
+            else:
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event["time"]))
+                attrs = [f"name={event['name']}"]
+                attrs += [f"{k}={v}" for k, v in sorted(event["attributes"].items())]
+                print(
+                    f"{stamp} {event['type']} {event['action']} {event['id'][:12]} "
+                    f"({', '.join(attrs)})",
+                    flush=True,
+                )
+    except KeyboardInterrupt:
+        return 0
+    return 0

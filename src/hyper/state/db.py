@@ -1,0 +1,261 @@
+"""hyperd's records of pods and containers, in one SQLite file.
+
+SQLite because it is in the standard library, needs no server, and gives atomic transactions: the
+file is opened in WAL mode with ``synchronous=FULL``, and every change that must be seen whole
+(a pod and its containers, a pod's state and its containers' exits) is one transaction, so a crash
+at any instant leaves either the old state or the new one. The schema is versioned with
+``PRAGMA user_version``; a file from a newer hyperd is refused rather than misread.
+
+Only this module writes SQL. Records are plain dataclasses; the service layer decides what they
+mean. The connection is used from one thread (hyperd's event loop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hyper import errors
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE pods (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    spec          TEXT NOT NULL,
+    restart       TEXT NOT NULL,
+    labels        TEXT NOT NULL,
+    auto_remove   INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    error         TEXT NOT NULL DEFAULT '',
+    shim_pid      INTEGER,
+    vm_pid        INTEGER,
+    status_version INTEGER NOT NULL DEFAULT -1,
+    created_at    REAL NOT NULL,
+    started_at    REAL,
+    finished_at   REAL
+);
+CREATE TABLE containers (
+    id            TEXT PRIMARY KEY,
+    pod_id        TEXT NOT NULL REFERENCES pods(id) ON DELETE CASCADE,
+    name          TEXT NOT NULL UNIQUE,
+    local_name    TEXT NOT NULL,
+    image         TEXT NOT NULL,
+    image_id      TEXT NOT NULL DEFAULT '',
+    state         TEXT NOT NULL,
+    pid           INTEGER NOT NULL DEFAULT 0,
+    exit_code     INTEGER,
+    signal        INTEGER NOT NULL DEFAULT 0,
+    error         TEXT NOT NULL DEFAULT '',
+    restart_count INTEGER NOT NULL DEFAULT 0,
+    created_at    REAL NOT NULL,
+    started_at    REAL,
+    finished_at   REAL,
+    UNIQUE (pod_id, local_name)
+);
+CREATE INDEX containers_by_pod ON containers(pod_id);
+"""
+
+
+@dataclass
+class ContainerRecord:
+    id: str
+    pod_id: str
+    name: str
+    local_name: str
+    image: str
+    image_id: str = ""
+    state: str = "created"
+    pid: int = 0
+    exit_code: int | None = None
+    signal: int = 0
+    error: str = ""
+    restart_count: int = 0
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass
+class PodRecord:
+    id: str
+    name: str
+    spec: dict[str, Any]
+    restart: dict[str, Any]
+    labels: dict[str, str]
+    auto_remove: bool
+    state: str = "created"
+    error: str = ""
+    shim_pid: int | None = None
+    vm_pid: int | None = None
+    status_version: int = -1
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    containers: list[ContainerRecord] = field(default_factory=list)
+
+
+_POD_COLUMNS = [
+    "id",
+    "name",
+    "spec",
+    "restart",
+    "labels",
+    "auto_remove",
+    "state",
+    "error",
+    "shim_pid",
+    "vm_pid",
+    "status_version",
+    "created_at",
+    "started_at",
+    "finished_at",
+]
+_CONTAINER_COLUMNS = [
+    "id",
+    "pod_id",
+    "name",
+    "local_name",
+    "image",
+    "image_id",
+    "state",
+    "pid",
+    "exit_code",
+    "signal",
+    "error",
+    "restart_count",
+    "created_at",
+    "started_at",
+    "finished_at",
+]
+_JSON_COLUMNS = {"spec", "restart", "labels"}
+
+
+class Database:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = path
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise errors.FailedPrecondition(
+                f"{self.path} has schema {version}, newer than this hyperd's {SCHEMA_VERSION}"
+            )
+        if version == 0:  # one script, one transaction: the schema exists whole or not at all
+            self._db.executescript(
+                f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic change: committed whole on success, rolled back on any exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------ pods
+
+    def insert_pod(self, pod: PodRecord) -> None:
+        try:
+            with self.transaction() as db:
+                db.execute(_insert("pods", _POD_COLUMNS), _values(pod, _POD_COLUMNS))
+                for container in pod.containers:
+                    db.execute(
+                        _insert("containers", _CONTAINER_COLUMNS),
+                        _values(container, _CONTAINER_COLUMNS),
+                    )
+        except sqlite3.IntegrityError as exc:
+            raise errors.AlreadyExists(_conflict(exc, pod)) from None
+
+    def update_pod(self, pod: PodRecord) -> None:
+        """Write the pod's and its containers' mutable fields, in one transaction."""
+        with self.transaction() as db:
+            _update(db, "pods", pod, _POD_COLUMNS)
+            for container in pod.containers:
+                _update(db, "containers", container, _CONTAINER_COLUMNS)
+
+    def delete_pod(self, pod_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM pods WHERE id = ?", (pod_id,))
+
+    def pods(self) -> list[PodRecord]:
+        rows = self._db.execute("SELECT * FROM pods ORDER BY created_at").fetchall()
+        containers: dict[str, list[ContainerRecord]] = {}
+        for row in self._db.execute("SELECT * FROM containers ORDER BY created_at, rowid"):
+            record = _container(row)
+            containers.setdefault(record.pod_id, []).append(record)
+        return [_pod(row, containers.get(row["id"], [])) for row in rows]
+
+    def pod(self, pod_id: str) -> PodRecord | None:
+        row = self._db.execute("SELECT * FROM pods WHERE id = ?", (pod_id,)).fetchone()
+        if row is None:
+            return None
+        found = self._db.execute(
+            "SELECT * FROM containers WHERE pod_id = ? ORDER BY created_at, rowid", (pod_id,)
+        ).fetchall()
+        return _pod(row, [_container(c) for c in found])
+
+
+def _insert(table: str, columns: list[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+
+
+def _values(record: object, columns: list[str]) -> list[Any]:
+    values = []
+    for column in columns:
+        value = getattr(record, column)
+        if column in _JSON_COLUMNS:
+            value = json.dumps(value, sort_keys=True)
+        elif isinstance(value, bool):
+            value = int(value)
+        values.append(value)
+    return values
+
+
+def _update(db: sqlite3.Connection, table: str, record: object, columns: list[str]) -> None:
+    settable = [c for c in columns if c not in ("id", "pod_id")]
+    db.execute(
+        f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in settable)} WHERE id = ?",
+        [*_values(record, settable), record.id],  # type: ignore[attr-defined]
+    )
+
+
+def _pod(row: sqlite3.Row, containers: list[ContainerRecord]) -> PodRecord:
+    values = {c: row[c] for c in _POD_COLUMNS}
+    for column in _JSON_COLUMNS:
+        values[column] = json.loads(values[column])
+    values["auto_remove"] = bool(values["auto_remove"])
+    return PodRecord(**values, containers=containers)
+
+
+def _container(row: sqlite3.Row) -> ContainerRecord:
+    return ContainerRecord(**{c: row[c] for c in _CONTAINER_COLUMNS})
+
+
+def _conflict(exc: sqlite3.IntegrityError, pod: PodRecord) -> str:
+    if "containers.name" in str(exc):
+        names = ", ".join(c.name for c in pod.containers)
+        return f"a container named {names} exists already"
+    if "pods.name" in str(exc):
+        return f"a pod named {pod.name} exists already"
+    return f"pod {pod.name} conflicts with an existing one: {exc}"
