@@ -46,3 +46,15 @@ class Timeout(HyperError):
 
 class Internal(HyperError):
     """A bug or an unexpected failure of the host."""
+
+
+class Unauthenticated(HyperError):
+    """The peer (a registry) wants credentials, or refused the ones given."""
+
+    exit_code = 1  # like `docker pull`/`docker login` when the registry refuses
+
+
+class PermissionDenied(HyperError):
+    """The caller is known but not allowed to do this (a registry's 403)."""
+
+    exit_code = 1

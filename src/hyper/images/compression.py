@@ -54,7 +54,7 @@ def decompressed(source: Readable) -> Iterator[Readable]:
         module = _zstandard()
         if module is not None:
             with module.ZstdDecompressor().stream_reader(stream, read_across_frames=True) as reader:
-                yield reader
+                yield _ZstdErrors(reader, module.ZstdError)
         else:
             pipe = _ZstdPipe(stream)
             try:
@@ -183,3 +183,17 @@ class _ZstdPipe:
         for stream in (self._proc.stdout, self._proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+class _ZstdErrors:
+    """The zstandard module's reader, its errors (a hostile stream) raised as InvalidArgument."""
+
+    def __init__(self, reader: Any, error: type[Exception]) -> None:
+        self._reader = reader
+        self._error = error
+
+    def read(self, size: int = -1, /) -> bytes:
+        try:
+            return bytes(self._reader.read(size))
+        except self._error as exc:
+            raise InvalidArgument(f"not a valid zstd stream: {exc}") from None

@@ -123,6 +123,26 @@ class ContentStore:
             tmp.unlink(missing_ok=True)
             raise
 
+    def install(self, path: Path, digest: Digest) -> None:
+        """Move a complete file of the caller's (in ``tmp_dir``) into place as ``digest``.
+
+        The caller has hashed every byte it wrote to ``path`` and found ``digest`` (a download
+        hashed while it streams, resumed or not): this is the rename half of ``ingest``.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise Internal(f"{path} is not a regular file")
+            os.fchmod(fd, 0o444)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self.exists(digest):
+            path.unlink()
+            return
+        os.replace(path, self.path(digest))
+        fsync_dir(self._blobs)
+
     def delete(self, digest: Digest) -> None:
         self.path(digest).unlink(missing_ok=True)
 

@@ -37,15 +37,17 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, *, shared: bool = False) -> Iterator[None]:
-    """Hold an flock on ``path`` (created if missing); blocks until it is granted.
+def file_lock(path: Path, *, shared: bool = False, blocking: bool = True) -> Iterator[None]:
+    """Hold an flock on ``path`` (created if missing); blocks until it is granted (or, with
+    ``blocking=False``, raises BlockingIOError if it is held).
 
     flock locks belong to the open file, so they exclude other threads of this process as well
     as other processes.
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        flags = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        fcntl.flock(fd, flags if blocking else flags | fcntl.LOCK_NB)
         yield
     finally:
         os.close(fd)

@@ -44,7 +44,7 @@ def import_layout(
     if not isinstance(index, oci.Index):
         raise InvalidArgument(f"{layout}/index.json is not an image index")
     entries = [e for e in index.manifests if e.media_type in oci.MANIFEST_TYPES | oci.INDEX_TYPES]
-    named = _name_entries(entries, reference, layout)
+    named = name_entries(entries, reference, layout)
     images = []
     with store.lease():
         for ref, entry in named:
@@ -53,7 +53,7 @@ def import_layout(
     return images
 
 
-def _name_entries(
+def name_entries(
     entries: list[oci.Descriptor], reference: str | Reference | None, layout: Path
 ) -> list[tuple[Reference, oci.Descriptor]]:
     if reference is not None:

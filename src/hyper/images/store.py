@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -136,8 +137,20 @@ class ImageStore:
     # -- collecting ------------------------------------------------------------------------
 
     def gc(self) -> GcResult:
-        """Remove every blob and root filesystem that no reference reaches."""
-        with file_lock(self._gc_lock), self.refs.locked():
+        """Remove every blob and root filesystem that no reference reaches (waits for leases)."""
+        with file_lock(self._gc_lock):
+            return self._collect()
+
+    def try_gc(self) -> GcResult | None:
+        """``gc`` now, or None if a writer holds a lease (a pull in progress): for ``rmi``."""
+        try:
+            with file_lock(self._gc_lock, blocking=False):
+                return self._collect()
+        except BlockingIOError:
+            return None
+
+    def _collect(self) -> GcResult:
+        with self.refs.locked():
             live: set[Digest] = set()
             manifests: set[Digest] = set()
             for key, digest in self.refs.read().items():
@@ -158,6 +171,7 @@ class ImageStore:
                 if stem not in live_hex:
                     os.unlink(entry.path)
                     rootfs_removed += entry.name.endswith(".erofs")
+            _remove_stale_partials(self.tmp_dir)
         log.info("gc removed %d blobs (%d bytes), %d rootfs", removed, freed, rootfs_removed)
         return GcResult(removed, freed, rootfs_removed)
 
@@ -218,3 +232,21 @@ def _repository_of(key: str) -> str:
     name = key.split("@", 1)[0]
     colon = name.rfind(":")
     return name[:colon] if colon > name.rfind("/") else name
+
+
+PARTIAL_MAX_AGE = 7 * 24 * 3600.0
+"""Interrupted downloads (``tmp/*.partial``) are kept this long for a later pull to resume."""
+
+
+def _remove_stale_partials(tmp: Path) -> None:
+    now = time.time()
+    for entry in os.scandir(tmp):
+        if not entry.name.endswith(".partial"):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < PARTIAL_MAX_AGE:
+                continue
+            with file_lock(Path(entry.path), blocking=False):
+                os.unlink(entry.path)
+        except (BlockingIOError, FileNotFoundError):
+            continue  # a pull is resuming it, or it just finished
