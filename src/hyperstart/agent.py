@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from hyper import errors
 from hyper.proto import frames, messages
-from hyperstart import __version__, processes, stats
+from hyperstart import __version__, export, processes, ps, stats
 from hyperstart.connection import Connection
 from hyperstart.console import log
 from hyperstart.containers import Containers
@@ -82,6 +82,8 @@ class Agent:
             "resize": self._resize,
             "remove_container": self._remove_container,
             "stats": self._stats,
+            "processes": self._processes,
+            "export": self._export,
             "ping": lambda args: {},
             "shutdown": self._shutdown,
         }
@@ -290,13 +292,15 @@ class Agent:
             if process.stdin is not None:
                 self._inputs.pop(process.stdin.stream, None)
             process.wait_status(status)
-            if process.name == process.container:
-                self._kill_container(process.container)
+            if process.name == process.container and not process.helper:
+                self._kill_container(process.container, helpers=False)
 
-    def _kill_container(self, container_id: str) -> None:
-        """What the end of a PID namespace's init does: SIGKILL everything left."""
+    def _kill_container(self, container_id: str, *, helpers: bool) -> None:
+        """What the end of a PID namespace's init does: SIGKILL everything left (and the
+        agent's exports from the container too if ``helpers``: its files are going away)."""
         for process in self.processes.values():
-            if process.container == container_id and not process.exited:
+            mine = process.container == container_id and not process.exited
+            if mine and (helpers or not process.helper):
                 _kill(process.pid, signal.SIGKILL)
         if container_id in self.containers.ids():
             self.containers.kill(container_id)
@@ -357,14 +361,12 @@ class Agent:
     def _exec(self, args: dict[str, Any]) -> dict[str, Any]:
         spec = messages.Exec.from_wire(args)
         container = self.containers.get(spec.container)
-        if spec.process in self.processes:
-            raise errors.AlreadyExists(f"process {spec.process!r} exists already")
-        for stream in (spec.stdin, spec.stdout, spec.stderr):
-            if stream and (stream in self._inputs or stream in self._outputs):
-                raise errors.AlreadyExists(f"stream {stream} is in use")
+        self._check_new(spec.process, (spec.stdin, spec.stdout, spec.stderr))
         conn = self.conn
         assert conn is not None
-        process = processes.spawn(spec, container, conn.window)
+        return self._register(processes.spawn(spec, container, conn.window))
+
+    def _register(self, process: Process) -> dict[str, Any]:
         self.processes[process.name] = process
         self._by_pid[process.pid] = process
         if process.stdin is not None:
@@ -373,6 +375,36 @@ class Agent:
             if pump.stream:
                 self._outputs[pump.stream] = pump
         return messages.ExecResult(process.pid).to_wire()
+
+    def _check_new(self, name: str, streams: tuple[int, ...]) -> None:
+        if name in self.processes:
+            raise errors.AlreadyExists(f"process {name!r} exists already")
+        for stream in streams:
+            if stream and (stream in self._inputs or stream in self._outputs):
+                raise errors.AlreadyExists(f"stream {stream} is in use")
+
+    def _export(self, args: dict[str, Any]) -> dict[str, Any]:
+        spec = messages.Export.from_wire(args)
+        container = self.containers.get(spec.container)
+        self._check_new(spec.process, (spec.stdout, spec.stderr))
+        conn = self.conn
+        assert conn is not None
+        return self._register(export.spawn(spec, container, conn.window))
+
+    def _processes(self, args: dict[str, Any]) -> dict[str, Any]:
+        spec = messages.Processes.from_wire(args)
+        container = self.containers.get(spec.container)
+        pids = self.containers.pids(spec.container)
+        if pids is None:  # no cgroup: what the agent started there, and their descendants
+            pids = ps.descendants(
+                {
+                    p.pid
+                    for p in self.processes.values()
+                    if p.container == spec.container and not p.exited and not p.helper
+                }
+            )
+        names = ps.passwd_names(container.rootfs)
+        return ps.collect(pids, names=names).to_wire()
 
     def _signal(self, args: dict[str, Any]) -> dict[str, Any]:
         spec = messages.Signal.from_wire(args)
@@ -388,7 +420,7 @@ class Agent:
     def _remove_container(self, args: dict[str, Any]) -> dict[str, Any]:
         spec = messages.RemoveContainer.from_wire(args)
         self.containers.get(spec.container)
-        self._kill_container(spec.container)
+        self._kill_container(spec.container, helpers=True)
         self.containers.remove(spec.container)
         return {}
 

@@ -39,6 +39,22 @@ def count(path: str) -> int:
         return 0
 
 
+def pids(path: str, limit: int = 1 << 16) -> list[int]:
+    """The processes of the group and of the groups below it (at most ``limit``), sorted."""
+    found: set[int] = set()
+    stack = [path]
+    while stack and len(found) < limit:
+        group = stack.pop()
+        try:
+            with open(f"{group}/cgroup.procs") as file:
+                found.update(int(line) for line in file if line.strip().isdigit())
+            with os.scandir(group) as entries:
+                stack.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return sorted(found)[:limit]
+
+
 def kill(path: str) -> None:
     """SIGKILL every process in the group and below it (cgroup.kill, Linux >= 5.14)."""
     try:

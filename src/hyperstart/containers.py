@@ -30,6 +30,8 @@ _LINKS = (
     ("ptmx", "pts/ptmx"),
 )
 _DISK_WAIT = 5.0  # seconds for a hot-plugged disk to show up
+_INJECTED = ("etc/hostname", "etc/hosts")
+"""Files the agent writes into the upper layer: the VM's, not the container's changes."""
 
 
 class Container(NamedTuple):
@@ -37,6 +39,10 @@ class Container(NamedTuple):
     rootfs: str | None
     """Directory to chroot into; None: run on the agent's own root."""
     cgroup: str | None
+    upper: str | None = None
+    """The overlay's upper directory (the container's changes); None: nothing to export."""
+    excluded: tuple[str, ...] = ()
+    """Paths of ``upper`` (relative) that the agent wrote, left out of an export."""
 
 
 class Containers:
@@ -79,6 +85,11 @@ class Containers:
         container = self.get(container_id)
         return cgroups.count(container.cgroup) if container.cgroup else None
 
+    def pids(self, container_id: str) -> list[int] | None:
+        """The processes in the container, or None if the backend cannot tell."""
+        container = self.get(container_id)
+        return cgroups.pids(container.cgroup) if container.cgroup else None
+
     def remove_all(self) -> None:
         for container_id in self.ids():
             try:
@@ -94,14 +105,18 @@ class Containers:
 
 
 class HostDirectoryBackend(Containers):
-    """Runs every container's processes on ``root`` (``/``: no chroot) with no mounts: tests."""
+    """Runs every container's processes on ``root`` (``/``: no chroot) with no mounts: tests.
 
-    def __init__(self, root: str = "/") -> None:
+    ``upper``, if given, plays the overlay upper directory of every container (for export)."""
+
+    def __init__(self, root: str = "/", upper: str | None = None) -> None:
         super().__init__()
         self.root = root
+        self.upper = upper
 
     def _create(self, spec: AddContainer) -> Container:
-        return Container(spec.container, None if self.root == "/" else self.root, None)
+        root = None if self.root == "/" else self.root
+        return Container(spec.container, root, None, self.upper)
 
     def _destroy(self, container: Container) -> None:
         pass
@@ -137,14 +152,19 @@ class GuestContainers(Containers):
             )
             for sub in ("upper", "work"):
                 os.mkdir(f"{scratch}/{sub}", 0o755)
-            options = f"lowerdir={image},upperdir={scratch}/upper,workdir={scratch}/work"
+            # No redirects nor metadata-only copy-ups: the upper directory alone must hold every
+            # change, as a plain OCI layer, for export (a renamed lower directory is copied).
+            options = (
+                f"lowerdir={image},upperdir={scratch}/upper,workdir={scratch}/work,"
+                "redirect_dir=off,metacopy=off"
+            )
             _mount("overlay", rootfs, "overlay", 0, options, mounted)
             self._populate(rootfs, mounted)
             cgroups.create(cgroup)
         except BaseException:
             self._destroy(Container(spec.container, None, cgroup))
             raise
-        return Container(spec.container, rootfs, cgroup)
+        return Container(spec.container, rootfs, cgroup, f"{scratch}/upper", _INJECTED)
 
     def _image(self, disk: str, fstype: str) -> str:
         target = f"{self.run}/images/{disk}"

@@ -21,7 +21,7 @@ import struct
 import termios
 
 from hyper import errors
-from hyper.proto.messages import Exec
+from hyper.proto.messages import Exec, Export
 from hyperstart import cgroups, users
 from hyperstart.containers import Container
 from hyperstart.stdio import InputSink, OutputPump
@@ -33,10 +33,12 @@ _RESET_SIGNALS = ("SIGCHLD", "SIGPIPE", "SIGIO", "SIGINT", "SIGTERM", "SIGHUP", 
 class Process:
     """One spawned process: its pid, its stdio, and how it ended."""
 
-    def __init__(self, spec: Exec, pid: int) -> None:
+    def __init__(self, spec: Exec | Export, pid: int) -> None:
         self.name = spec.process
         self.container = spec.container
         self.pid = pid
+        self.helper = False
+        """The agent's own work for the container (an export), not one of its processes."""
         self.tty_fd = -1
         self.outputs: list[OutputPump] = []
         self.stdin: InputSink | None = None

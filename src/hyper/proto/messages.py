@@ -22,6 +22,9 @@ Version 1 of the protocol (the only one so far) has these operations:
 ``resize``         set a process's terminal size
 ``remove_container`` kill what is left in a container and unmount its filesystem
 ``stats``          memory, CPU and process figures of the guest
+``processes``      the processes of one container (its cgroup), like ``ps``
+``export``         stream a tar of a container's changes (its overlay upper layer) on a DATA
+                   stream, as a process: its result is ``ExecResult`` and it ends with ``exit``
 ``ping``           nothing: proves the agent answers
 ``shutdown``       sync and power the VM off
 =================  =========================================================================
@@ -490,4 +493,116 @@ class Stats(NamedTuple):
                 _require_id(k, "container"): _require_int(v, "processes", 0, 2**22)
                 for k, v in containers.items()
             },
+        )
+
+
+def _require_number(value: Any, name: str, low: float, high: float) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ProtocolError(f"{name} must be a number, got {type(value).__name__}")
+    if not low <= value <= high:  # also refuses NaN
+        raise ProtocolError(f"{name}={value} is outside {low:g}..{high:g}")
+    return float(value)
+
+
+MAX_PROCESSES = 4096
+"""Most entries a ``processes`` answer may list (the guest also keeps it within one message)."""
+
+
+class Processes(NamedTuple):
+    """List the processes of a container (those in its cgroup)."""
+
+    container: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"container": self.container}
+
+    @classmethod
+    def from_wire(cls, args: dict[str, Any]) -> Processes:
+        return cls(_require_id(_get(args, "container"), "container"))
+
+
+class ProcessInfo(NamedTuple):
+    """One process, as ``ps`` shows it. Times in seconds; ``started`` counts from the boot."""
+
+    pid: int
+    ppid: int
+    uid: int
+    user: str  # the name in the container's /etc/passwd, else the uid
+    state: str  # the kernel's one-letter state (R, S, D, Z, T, ...)
+    rss: int  # bytes
+    cpu_time: float  # user + system
+    started: float
+    command: str  # the argv joined by spaces, or [comm] for a kernel thread or a zombie
+
+    def to_wire(self) -> dict[str, Any]:
+        return dict(self._asdict())
+
+    @classmethod
+    def from_wire(cls, fields: Any) -> ProcessInfo:
+        if not isinstance(fields, dict):
+            raise ProtocolError("a process entry must be an object")
+        return cls(
+            _require_int(_get(fields, "pid"), "pid", 1, 2**22),
+            _require_int(_get(fields, "ppid"), "ppid", 0, 2**22),
+            _require_int(_get(fields, "uid"), "uid", 0, 2**32 - 1),
+            _require_str(_get(fields, "user"), "user", 256),
+            _require_str(_get(fields, "state"), "state", 8),
+            _require_int(_get(fields, "rss"), "rss", 0, 2**62),
+            _require_number(_get(fields, "cpu_time"), "cpu_time", 0, 1e12),
+            _require_number(_get(fields, "started"), "started", 0, 1e12),
+            _require_str(_get(fields, "command"), "command", 16 * 1024),
+        )
+
+
+class ProcessList(NamedTuple):
+    """The answer to ``processes``; ``truncated`` if the guest left some out (bounds)."""
+
+    processes: list[ProcessInfo]
+    truncated: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "processes": [p.to_wire() for p in self.processes],
+            "truncated": self.truncated,
+        }
+
+    @classmethod
+    def from_wire(cls, result: dict[str, Any]) -> ProcessList:
+        entries = _get(result, "processes")
+        if not isinstance(entries, list) or len(entries) > MAX_PROCESSES:
+            raise ProtocolError(f"processes must be a list of at most {MAX_PROCESSES} entries")
+        return cls(
+            [ProcessInfo.from_wire(entry) for entry in entries],
+            _require_bool(result.get("truncated", False), "truncated"),
+        )
+
+
+class Export(NamedTuple):
+    """Stream an uncompressed tar of a container's changes (OCI layer conventions).
+
+    It runs like a process named ``process``: the tar flows on the ``stdout`` DATA stream, an
+    error message on ``stderr`` (0: not connected), then an ``exit`` event (0: complete).
+    """
+
+    container: str
+    process: str
+    stdout: int
+    stderr: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return dict(self._asdict())
+
+    @classmethod
+    def from_wire(cls, args: dict[str, Any]) -> Export:
+        stdout = _require_int(_get(args, "stdout"), "stdout", 1, 2**31 - 1)
+        stderr = _optional_stream(args.get("stderr"), "stderr")
+        if stderr == stdout:
+            raise ProtocolError("stdout and stderr must be distinct streams")
+        if args.get("stdin"):
+            raise ProtocolError("export takes no input stream")
+        return cls(
+            _require_id(_get(args, "container"), "container"),
+            _require_id(_get(args, "process"), "process"),
+            stdout,
+            stderr,
         )
