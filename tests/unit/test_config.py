@@ -39,3 +39,28 @@ def test_bad_settings_name_the_key(data, message):
 def test_missing_named_file_is_an_error(tmp_path: Path):
     with pytest.raises(InvalidArgument, match="does not exist"):
         load(tmp_path / "absent.toml")
+
+
+def test_registry_section(tmp_path: Path):
+    file = tmp_path / "config.toml"
+    file.write_text(
+        '[paths]\nstate_dir = "/srv/hyper"\n'
+        '[registry]\ninsecure = ["localhost:5000", "10.0.0.1:80"]\nca_dir = "/etc/certs.d"\n'
+        "max_concurrent_downloads = 5\n"
+    )
+    settings = load(file)
+    assert settings.registry.insecure == ("localhost:5000", "10.0.0.1:80")
+    assert settings.registry.ca_dir == Path("/etc/certs.d")
+    assert settings.registry.max_concurrent_downloads == 5
+    assert settings.auth_file == Path("/srv/hyper/auth.json")
+    assert from_dict({"registry": {"auth_file": "/root/.docker/config.json"}}).auth_file == Path(
+        "/root/.docker/config.json"
+    )
+    for bad, message in [
+        ({"insecure": "localhost:5000"}, "list of strings"),
+        ({"insecure": [1]}, "list of strings"),
+        ({"max_concurrent_downloads": 0}, "between 1 and 32"),
+        ({"auth_file": "relative.json"}, "absolute"),
+    ]:
+        with pytest.raises(InvalidArgument, match=message):
+            from_dict({"registry": bad})

@@ -18,6 +18,8 @@ import contextlib
 import enum
 import itertools
 import logging
+import secrets
+from collections.abc import Callable
 from typing import Any
 
 from hyper import errors
@@ -59,6 +61,7 @@ class Process:
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
+        self.result: Any = None  # what the operation that started it answered
         self._exit: asyncio.Future[messages.Exit] = asyncio.get_running_loop().create_future()
 
     @property
@@ -171,6 +174,28 @@ class AgentClient:
     async def stats(self) -> messages.Stats:
         return messages.Stats.from_wire(await self.call("stats", {}))
 
+    async def processes(self, container: str) -> list[dict[str, Any]]:
+        """The processes of a container (its cgroup), as ``messages.ProcessInfo`` fields."""
+        result = messages.ProcessList.from_wire(
+            await self.call("processes", messages.Processes(container).to_wire())
+        )
+        if result.truncated:
+            self._log.warning("the agent left processes of %s out of its answer", container)
+        return [info._asdict() for info in result.processes]
+
+    async def export(self, container: str, process_id: str | None = None) -> Process:
+        """Stream a tar of the container's changes: ``process.stdout`` carries it, then the
+        exit event says whether it is complete (0) or not (an error on ``process.stderr``)."""
+        process_id = process_id or f"export-{secrets.token_hex(6)}"
+        process = await self.open_process(
+            "export",
+            messages.Export(container, process_id, 0).to_wire(),
+            process_id=process_id,
+            parse=lambda result: messages.ExecResult.from_wire(result).pid,
+        )
+        process.pid = process.result
+        return process
+
     async def shutdown(self, timeout: float = 10.0) -> None:
         await self.call("shutdown", {}, timeout)
 
@@ -191,31 +216,53 @@ class AgentClient:
         cols: int = 80,
     ) -> Process:
         """Start a process; its streams are connected before the agent is asked."""
+        request = messages.Exec(
+            container, process_id, argv, env or [], cwd, user, tty, 0, 0, 0, rows, cols
+        )
+        process = await self.open_process(
+            "exec",
+            request.to_wire(),
+            process_id=process_id,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr and not tty,
+            parse=lambda result: messages.ExecResult.from_wire(result).pid,
+        )
+        process.pid = process.result
+        return process
+
+    async def open_process(
+        self,
+        op: str,
+        args: dict[str, Any],
+        *,
+        process_id: str,
+        stdin: bool = False,
+        stdout: bool = True,
+        stderr: bool = True,
+        parse: Callable[[dict[str, Any]], Any] = lambda result: result,
+    ) -> Process:
+        """Call an operation that starts something with stdio streams and an ``exit`` event.
+
+        The streams are connected before the peer is asked; ``args`` get their numbers as
+        ``stdin``, ``stdout`` and ``stderr`` (0: not connected). The ``exit`` event naming
+        ``process_id`` ends the returned process; ``process.result`` is ``parse(result)``."""
         self._expect(AgentState.READY)
         if process_id in self._processes:
             raise errors.AlreadyExists(f"process {process_id} exists already")
         in_stream = self._input() if stdin else None
         out_stream = self._output() if stdout else None
-        err_stream = self._output() if stderr and not tty else None
+        err_stream = self._output() if stderr else None
         process = Process(process_id, in_stream, out_stream, err_stream)
         self._processes[process_id] = process
-        request = messages.Exec(
-            container,
-            process_id,
-            argv,
-            env or [],
-            cwd,
-            user,
-            tty,
-            in_stream.stream if in_stream else 0,
-            out_stream.stream if out_stream else 0,
-            err_stream.stream if err_stream else 0,
-            rows,
-            cols,
-        )
+        args = {
+            **args,
+            "stdin": in_stream.stream if in_stream else 0,
+            "stdout": out_stream.stream if out_stream else 0,
+            "stderr": err_stream.stream if err_stream else 0,
+        }
         try:
-            result = await self.call("exec", request.to_wire())
-            process.pid = messages.ExecResult.from_wire(result).pid
+            process.result = parse(await self.call(op, args))
         except BaseException as exc:
             self._forget(process)
             process._fail(exc)

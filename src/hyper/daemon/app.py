@@ -141,6 +141,7 @@ def create_app(services: Services) -> FastAPI:
 
     @app.get("/v1/containers")
     async def list_containers(all: bool = False, filters: Filters = []) -> list[dict[str, Any]]:  # noqa: B006
+        views.check_filters(filters)
         found = []
         for pod in pods.pods():
             for record in pod.containers:
@@ -335,6 +336,7 @@ def create_app(services: Services) -> FastAPI:
 
     @app.get("/v1/pods")
     async def list_pods(all: bool = False, filters: Filters = []) -> list[dict[str, Any]]:  # noqa: B006
+        views.check_filters(filters)
         found = []
         for pod in pods.pods():
             view = views.pod(pod)

@@ -57,6 +57,10 @@ def pod(record: PodRecord) -> dict[str, Any]:
     }
 
 
+def check_filters(filters: list[str]) -> None:
+    matches({"state": "", "name": "", "id": ""}, filters)
+
+
 def matches(view: dict[str, Any], filters: list[str]) -> bool:
     """docker's ``--filter``: ``status=``, ``name=``, ``id=``, ``label=KEY[=VALUE]``, ``pod=``;
     different keys must all match, repeated keys match any."""

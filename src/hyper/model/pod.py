@@ -7,6 +7,7 @@ from ``hyper run`` flags or from a pod file (YAML or JSON)::
     hostname: web              # optional; defaults to the name
     cpus: 1                    # vCPUs of the VM
     memory: 256M               # RAM of the VM (K, M, G suffixes; a bare number is MiB)
+    labels: {team: web}        # optional; free-form strings
     containers:
       - name: server           # unique within the pod
         image: busybox
@@ -31,7 +32,7 @@ from hyper.errors import InvalidArgument
 
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
-_POD_KEYS = {"name", "hostname", "cpus", "memory", "containers"}
+_POD_KEYS = {"name", "hostname", "cpus", "memory", "containers", "labels"}
 _CONTAINER_KEYS = {
     "name",
     "image",
@@ -67,6 +68,25 @@ class ContainerSpec:
         if self.workdir and not self.workdir.startswith("/"):
             raise InvalidArgument(f"container {self.name}: workdir must be an absolute path")
 
+    def to_dict(self) -> dict[str, Any]:
+        """This container as an entry of a pod file's ``containers`` (argv always as lists)."""
+        data: dict[str, Any] = {"name": self.name, "image": self.image}
+        if self.command is not None:
+            data["command"] = list(self.command)
+        if self.entrypoint is not None:
+            data["entrypoint"] = list(self.entrypoint)
+        if self.env:
+            data["env"] = list(self.env)
+        if self.workdir:
+            data["workdir"] = self.workdir
+        if self.user:
+            data["user"] = self.user
+        if self.tty:
+            data["tty"] = True
+        if self.stdin:
+            data["stdin"] = True
+        return data
+
 
 @dataclass(frozen=True)
 class PodSpec:
@@ -90,6 +110,22 @@ class PodSpec:
             raise InvalidArgument("cpus must be between 1 and 255")
         if self.memory_mb and not 64 <= self.memory_mb <= 1 << 20:
             raise InvalidArgument("memory must be between 64 MiB and 1 TiB")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec in the pod file's format: ``pod_from_dict(spec.to_dict(), ...) == spec``."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "containers": [c.to_dict() for c in self.containers],
+        }
+        if self.hostname:
+            data["hostname"] = self.hostname
+        if self.cpus:
+            data["cpus"] = self.cpus
+        if self.memory_mb:
+            data["memory"] = self.memory_mb  # a bare number is MiB
+        if self.labels:
+            data["labels"] = dict(self.labels)
+        return data
 
     def container(self, name: str) -> ContainerSpec:
         for spec in self.containers:
@@ -183,10 +219,16 @@ def pod_from_dict(data: Any, default_name: str) -> PodSpec:
     hostname = data.get("hostname", "")
     if not isinstance(name, str) or not isinstance(hostname, str):
         raise InvalidArgument("name and hostname must be strings")
+    labels = data.get("labels", {})
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise InvalidArgument("labels must be a mapping of strings to strings")
     return PodSpec(
         name=name,
         containers=tuple(containers),
         hostname=hostname,
         cpus=cpus,
         memory_mb=parse_memory(data["memory"]) if "memory" in data else 0,
+        labels=dict(labels),
     )

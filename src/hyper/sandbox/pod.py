@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hyper import errors
 from hyper.agent.client import AgentClient, Process
@@ -264,6 +265,12 @@ class Pod:
             if self._agent is not None:
                 self._agent._shutdown(reason)
 
+    async def wait_vm_exit(self) -> VmExit:
+        """Until QEMU has exited (for any reason: a stop, a crash, a kill) and its exit."""
+        await self._vm_gone.wait()
+        assert self.vm_exit is not None
+        return self.vm_exit
+
     async def explain(self, error: errors.HyperError, within: float = 2.0) -> errors.HyperError:
         """The error to report for a failure seen on the agent connection.
 
@@ -379,6 +386,24 @@ class Pod:
             cols=cols,
         )
 
+    async def processes(self, container_name: str) -> list[dict[str, Any]]:
+        """The processes of a running container, like ``docker top`` (see
+        ``messages.ProcessInfo`` for the fields)."""
+        container = self._container(container_name)
+        if container.process is None or container.process.exited:
+            raise errors.FailedPrecondition(f"container {container_name} is not running")
+        return await self.agent.processes(container_name)
+
+    async def export_changes(self, container_name: str) -> Process:
+        """A tar of the container's changes (an OCI layer, uncompressed) on ``stdout``; the exit
+        status says whether it is complete. On a running container the tar is crash-consistent
+        per file, not a snapshot. The container may also have exited (its files remain)."""
+        self._container(container_name)
+        self._exec_ids += 1
+        return await self.agent.export(
+            container_name, f"export-{self._exec_ids}-{secrets.token_hex(4)}"
+        )
+
     async def signal(self, process_id: str, signal: int) -> None:
         await self.agent.signal(process_id, signal)
 
@@ -394,10 +419,11 @@ class Pod:
 
     async def _stop_container(self, container: Container, grace: float) -> None:
         process = container.process
-        if process is None or process.exited:
+        agent = self._agent  # not self.agent: stop() calls this in the STOPPING state
+        if process is None or process.exited or agent is None:
             return
         with contextlib.suppress(errors.NotFound):
-            await self.agent.signal(process.id, 15)
+            await agent.signal(process.id, 15)
         try:
             await asyncio.wait_for(process.wait(), grace)
         except TimeoutError:
@@ -405,7 +431,7 @@ class Pod:
                 "container %s ignored SIGTERM for %g s: killing it", container.spec.name, grace
             )
             with contextlib.suppress(errors.NotFound):
-                await self.agent.signal(process.id, 9)
+                await agent.signal(process.id, 9)
             await asyncio.wait_for(process.wait(), 10.0)
 
     async def stop_container(self, name: str, timeout: float | None = None) -> messages.Exit:

@@ -386,8 +386,8 @@ class PodService:
                         return _removed_placeholder(container_id)
                     raise errors.NotFound(f"no such container: {container_id}")
                 done = {
-                    "not-running": container.state not in ("running", "restarting")
-                    and (pod is None or pod.state not in ACTIVE),
+                    "not-running": container.state == "exited"
+                    or (container.state == "created" and (pod is None or pod.state not in ACTIVE)),
                     "next-exit": not first and container.state == "exited",
                     "removed": False,
                 }[condition]
@@ -476,7 +476,9 @@ class PodService:
         since: float | None = None,
         until: float | None = None,
     ) -> list[logfiles.LogEntry]:
-        return list(logfiles.read_logs(self.log_dir(container), tail=tail, since=since, until=until))
+        return list(
+            logfiles.read_logs(self.log_dir(container), tail=tail, since=since, until=until)
+        )
 
     async def follow_logs(
         self, container: ContainerRecord, *, tail: int | None, since: float | None

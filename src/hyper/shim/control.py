@@ -8,6 +8,11 @@ legs: a slow client slows the process in the guest, never the owner's memory.
 
 The socket is root-only (mode 0600 in a 0700 directory). Containers are named by their name in
 the pod; a client's process ids are its own and are mapped to unique ids in the guest.
+
+When the server belongs to a pod's supervisor (:mod:`hyper.shim.supervisor`, its ``owner``) it
+also has the operations of :mod:`hyper.shim.ops`: ``status``, ``attach``, ``stop``, ``kill``;
+``processes`` and ``export`` are relayed to the pod. A client that goes away takes only its own
+requests and streams with it: never a container's stdin, never another client.
 """
 
 from __future__ import annotations
@@ -18,21 +23,39 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hyper import __version__, errors
 from hyper.agent.client import Process
 from hyper.agent.streams import InputStream, OutputStream
 from hyper.proto import flow, frames, messages
 from hyper.sandbox.pod import Pod
+from hyper.shim import ops
+from hyper.shim.output import ClientStream, RunOutput, Subscriber
 
 _log = logging.getLogger(__name__)
 
 
+class Owner(Protocol):
+    """What the supervisor of a pod offers its control socket beyond the pod itself."""
+
+    async def status(self, after: int) -> dict[str, Any]: ...
+
+    def attach_target(self, container: str) -> tuple[RunOutput, Process]:
+        """The output and process of the container's current run; FailedPrecondition if it
+        is not running."""
+        ...
+
+    async def stop(self, timeout: float | None) -> None: ...
+
+    async def kill(self, signal: int) -> None: ...
+
+
 class ControlServer:
-    def __init__(self, pod: Pod, path: Path) -> None:
+    def __init__(self, pod: Pod, path: Path, *, owner: Owner | None = None) -> None:
         self.pod = pod
         self.path = path
+        self.owner = owner
         self._server: asyncio.Server | None = None
         self._sessions: set[_Session] = set()
 
@@ -40,16 +63,29 @@ class ControlServer:
         self._server = await asyncio.start_unix_server(self._serve, path=os.fspath(self.path))
         os.chmod(self.path, 0o600)
 
-    async def close(self) -> None:
+    def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
-        for session in list(self._sessions):
-            session.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    async def close(self, grace: float = 0.0) -> None:
+        """Stop serving; with a ``grace``, first let what is under way (answers, the ends of
+        streams, exit events) go out for at most that long."""
+        self.stop_accepting()
+        if grace > 0:
+            pending = {t for session in self._sessions for t in session.pending}
+            if pending:
+                await asyncio.wait(pending, timeout=grace)
+        for session in list(self._sessions):
+            session.close()
+        if grace > 0:
+            for session in list(self._sessions):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(session.flush(), grace)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = _Session(self.pod, reader, writer)
+        session = _Session(self.pod, reader, writer, self.owner)
         self._sessions.add(session)
         try:
             await session.run()
@@ -61,9 +97,14 @@ class _Session:
     """One client connection: the agent side of the protocol, relayed to the pod."""
 
     def __init__(
-        self, pod: Pod, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        pod: Pod,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        owner: Owner | None = None,
     ) -> None:
         self.pod = pod
+        self.owner = owner
         self._reader = reader
         self._writer = writer
         self._decoder = frames.Decoder()
@@ -75,6 +116,17 @@ class _Session:
         self._inputs: dict[int, _InputRelay] = {}  # client's stdin stream -> relay
         self._outputs: dict[int, InputStream] = {}  # client's output stream -> our credit
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._subscribers: set[Subscriber] = set()
+        self._answers: set[asyncio.Task[Any]] = set()
+
+    @property
+    def pending(self) -> set[asyncio.Task[Any]]:
+        """Answers not sent yet, and attached clients' streams not ended yet."""
+        return self._answers | {s.task for s in self._subscribers}
+
+    async def flush(self) -> None:
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
 
     async def run(self) -> None:
         try:
@@ -97,6 +149,8 @@ class _Session:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        for subscriber in list(self._subscribers):
+            subscriber.detach()
         self._writer.close()
 
     async def _send(self, data: bytes) -> None:
@@ -107,10 +161,11 @@ class _Session:
     async def _send_msg(self, payload: bytes) -> None:
         await self._send(frames.encode(frames.MSG, 0, payload))
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _dispatch(self, frame: frames.Frame) -> None:
         if frame.kind == frames.DATA:
@@ -128,7 +183,9 @@ class _Session:
             message = messages.parse(frame.payload)
             if not isinstance(message, messages.Request):
                 raise errors.ProtocolError("a control client may only send requests")
-            self._spawn(self._answer(message))
+            answer = self._spawn(self._answer(message))
+            self._answers.add(answer)
+            answer.add_done_callback(self._answers.discard)
 
     async def _answer(self, request: messages.Request) -> None:
         try:
@@ -169,6 +226,22 @@ class _Session:
             return {}
         if op == "stats":
             return (await self.pod.agent.stats()).to_wire()
+        if op == "processes":
+            query = ops.ContainerQuery.from_wire(args)
+            return {"processes": await self.pod.processes(query.container)}
+        if op == "export":
+            return await self._export(ops.Export.from_wire(args))
+        if self.owner is not None:
+            if op == "status":
+                return await self.owner.status(ops.StatusQuery.from_wire(args).after)
+            if op == "attach":
+                return self._attach(ops.Attach.from_wire(args))
+            if op == "stop":
+                await self.owner.stop(ops.Stop.from_wire(args).timeout)
+                return {}
+            if op == "kill":
+                await self.owner.kill(ops.Kill.from_wire(args).signal)
+                return {}
         raise errors.InvalidArgument(f"unknown operation {op!r}")
 
     def _guest_process(self, client_id: str) -> str:
@@ -213,6 +286,46 @@ class _Session:
         self._spawn(self._finish(request.process, process, outputs))
         return messages.ExecResult(process.pid).to_wire()
 
+    def _attach(self, request: ops.Attach) -> dict[str, Any]:
+        assert self.owner is not None
+        output, process = self.owner.attach_target(request.container)
+        tty = self.pod.containers[request.container].spec.tty
+        if request.stdin:
+            self._inputs[request.stdin] = _InputRelay(
+                request.stdin, self._window, process.stdin, self._send, self._spawn
+            )
+        sinks: dict[str, ClientStream] = {}
+        for name, client_stream in (("stdout", request.stdout), ("stderr", request.stderr)):
+            if client_stream:
+                sinks[name] = ClientStream(client_stream, self._window, self._send)
+                self._outputs[client_stream] = sinks[name]
+
+        async def on_exit(exit_: messages.Exit) -> None:
+            for sink in sinks.values():
+                self._outputs.pop(sink.stream, None)
+            await self._send_msg(
+                messages.encode_event(
+                    "exit", messages.Exit(request.process, exit_.status, exit_.signal).to_wire()
+                )
+            )
+
+        subscriber = output.subscribe(sinks, on_exit, replay=request.replay)
+        self._subscribers.add(subscriber)
+        subscriber.task.add_done_callback(lambda _: self._subscribers.discard(subscriber))
+        return {"tty": tty}
+
+    async def _export(self, request: ops.Export) -> dict[str, Any]:
+        process = await self.pod.export_changes(request.container)
+        outputs = []
+        if process.stdout is not None:
+            credit = InputStream(request.stdout, self._window, self._send)
+            self._outputs[request.stdout] = credit
+            outputs.append(self._pump(process.stdout, credit))
+        if process.stderr is not None:
+            outputs.append(_drain(process.stderr))
+        self._spawn(self._finish(request.process, process, outputs))
+        return {}
+
     async def _pump(self, source: OutputStream, sink: InputStream) -> None:
         while chunk := await source.read():
             await sink.write(chunk)
@@ -244,7 +357,7 @@ class _InputRelay:
     """A client's stdin stream, forwarded to a guest process within both legs' credit."""
 
     def __init__(
-        self, stream: int, window: int, target: InputStream, send: Any, spawn: Any
+        self, stream: int, window: int, target: InputStream | None, send: Any, spawn: Any
     ) -> None:
         self.stream = stream
         self._window = flow.ReceiveWindow(window)
@@ -259,10 +372,13 @@ class _InputRelay:
         self._queue.put_nowait(data)
 
     async def _forward(self) -> None:
-        with contextlib.suppress(errors.HyperError, ConnectionError, OSError):
+        # ValueError: another client of the same container closed its stdin already.
+        with contextlib.suppress(errors.HyperError, ConnectionError, OSError, ValueError):
             while data := await self._queue.get():
-                await self._target.write(data)
+                if self._target is not None:  # None: the process has no stdin, discard
+                    await self._target.write(data)
                 grant = self._window.consumed(len(data))
                 if grant:
                     await self._send(frames.encode_window(self.stream, grant))
-            await self._target.close()
+            if self._target is not None:
+                await self._target.close()
