@@ -213,7 +213,11 @@ class Supervisor:
         if not self._failed:
             self._status.pod.state = "stopping"
             self._publish()
-            await self.pod.stop(self._stop_timeout)
+            try:
+                await self.pod.stop(self._stop_timeout)
+            except errors.HyperError as exc:
+                _log.error("the pod did not stop cleanly, killing it: %s", exc)
+                await self.pod.destroy()
             running = [c.task for c in self.containers.values() if c.task and not c.task.done()]
             if running:
                 await asyncio.wait(running, timeout=EXIT_WAIT)
