@@ -212,12 +212,12 @@ def test_pods_survive_kill_9_of_the_daemon(hyper, hyperd):
 
 
 def test_twenty_concurrent_clients_leave_nothing_behind(hyper, hyperd):
-    transport = httpx.HTTPTransport(uds=str(hyperd.socket))
     failures: list[str] = []
     answered = [0]
     lock = threading.Lock()
 
     def client(number: int) -> None:
+        transport = httpx.HTTPTransport(uds=str(hyperd.socket))  # one each: a client closes it
         with httpx.Client(transport=transport, base_url="http://hyperd/v1", timeout=300) as api:
             for round_ in range(2):
                 body: dict[str, object] = {
