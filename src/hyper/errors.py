@@ -58,3 +58,22 @@ class PermissionDenied(HyperError):
     """The caller is known but not allowed to do this (a registry's 403)."""
 
     exit_code = 1
+
+
+def by_kind(kind: str, default: type[HyperError] = Internal) -> type[HyperError]:
+    """The class named ``kind``, as an error's kind travels over a wire (the agent protocol,
+    a supervisor's ready line, the REST API); ``default`` for a name that is not one."""
+    found = globals().get(kind)
+    if isinstance(found, type) and issubclass(found, HyperError):
+        return found
+    return default
+
+
+def start_failure_status(kind: str) -> int:
+    """docker's exit status for a process that could not start, from the error's kind: 127
+    when the program is not found, 126 when it cannot be invoked, 125 when hyper failed."""
+    if kind == "NotFound":
+        return 127
+    if kind in ("InvalidArgument", "FailedPrecondition"):
+        return 126
+    return 125

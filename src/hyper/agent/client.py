@@ -36,16 +36,6 @@ class AgentState(enum.Enum):
     CLOSED = "closed"
 
 
-_ERRORS: dict[str, type[errors.HyperError]] = {
-    "InvalidArgument": errors.InvalidArgument,
-    "NotFound": errors.NotFound,
-    "AlreadyExists": errors.AlreadyExists,
-    "FailedPrecondition": errors.FailedPrecondition,
-    "Unavailable": errors.Unavailable,
-    "Internal": errors.Internal,
-}
-
-
 class Process:
     """A process started through the agent: its stdio streams and its exit."""
 
@@ -319,7 +309,7 @@ class AgentClient:
         finally:
             self._pending.pop(request_id, None)
         if not response.ok:
-            raise _ERRORS.get(response.error_kind, errors.Internal)(response.error_message)
+            raise errors.by_kind(response.error_kind)(response.error_message)
         return response.result
 
     async def _send(self, data: bytes) -> None:

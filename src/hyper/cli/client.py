@@ -24,19 +24,6 @@ from typing import Any
 from hyper import errors
 
 MAX_ANSWER = 64 << 20
-_KINDS: dict[str, type[errors.HyperError]] = {
-    cls.__name__: cls
-    for cls in (
-        errors.InvalidArgument,
-        errors.NotFound,
-        errors.AlreadyExists,
-        errors.FailedPrecondition,
-        errors.Unavailable,
-        errors.ProtocolError,
-        errors.Timeout,
-        errors.Internal,
-    )
-}
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -182,8 +169,7 @@ def _error(status: int, data: bytes) -> errors.HyperError:
     except ValueError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        cls = _KINDS.get(str(body.get("kind")), errors.HyperError)
-        return cls(body["message"])
+        return errors.by_kind(str(body.get("kind")), errors.HyperError)(body["message"])
     if isinstance(body, dict) and "detail" in body:  # FastAPI's own validation answers
         return errors.InvalidArgument(_detail(body["detail"]))
     return errors.HyperError(f"hyperd answered {status}: {data[:200]!r}")

@@ -60,7 +60,7 @@ def run(client: Client, args: Any) -> int:
             client.call("POST", f"/containers/{created['id']}/start")
         except errors.HyperError as exc:
             print(f"hyper: {exc}", file=sys.stderr)
-            return stdio.start_failure_status(type(exc).__name__)
+            return errors.start_failure_status(type(exc).__name__)
         print(created["id"])
         return 0
     return _attached(client, created["id"], stdin=args.interactive, tty=args.tty, start=True)

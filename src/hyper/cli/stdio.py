@@ -26,7 +26,7 @@ import tty
 from collections.abc import Iterator
 from typing import Any
 
-from hyper.errors import HyperError
+from hyper.errors import start_failure_status
 
 STDIN, STDOUT, STDERR, END, RESIZE, SIGNAL = 0, 1, 2, 3, 4, 5
 FORWARDED = (
@@ -124,20 +124,10 @@ def _end(payload: bytes) -> int:
         end = {}
     if isinstance(end, dict) and isinstance(end.get("exit_code"), int):
         return int(end["exit_code"])
-    message = end.get("message") if isinstance(end, dict) else None
-    error = HyperError(str(message or "the process ended without a status"))
-    print(f"hyper: {error}", file=sys.stderr)
-    return start_failure_status(str(end.get("kind") if isinstance(end, dict) else ""))
-
-
-def start_failure_status(kind: str) -> int:
-    """Docker's statuses for a process that could not start: 127 when the program is not
-    found, 126 when it cannot be invoked, 125 when hyper itself failed."""
-    if kind == "NotFound":
-        return 127
-    if kind in ("InvalidArgument", "FailedPrecondition"):
-        return 126
-    return 125
+    if not isinstance(end, dict):
+        end = {}
+    print(f"hyper: {end.get('message') or 'the process ended without a status'}", file=sys.stderr)
+    return start_failure_status(str(end.get("kind", "")))
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -285,7 +285,7 @@ class PodService:
                 directory, config=self._config_file, timeout=self.settings.daemon.start_timeout
             )
         except errors.HyperError as exc:
-            status = _start_failure_status(exc)
+            status = errors.start_failure_status(type(exc).__name__)
             for container in pod.containers:
                 container.state, container.exit_code = "exited", status
                 container.error, container.finished_at = str(exc), time.time()
@@ -699,16 +699,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.rename(path)
-
-
-def _start_failure_status(error: errors.HyperError) -> int:
-    """Docker's statuses for a container that could not start: 127 not found, 126 not
-    runnable, 125 when hyper itself failed (the VM did not boot, for example)."""
-    if isinstance(error, errors.NotFound):
-        return 127
-    if isinstance(error, errors.InvalidArgument | errors.FailedPrecondition):
-        return 126
-    return 125
 
 
 def _removed_placeholder(container_id: str) -> ContainerRecord:

@@ -67,16 +67,8 @@ async def spawn(
         raise errors.Internal(f"the shim said something unexpected: {line[:200]!r}") from None
     if not ready["ok"]:
         await _reap(process)
-        raise error_class(str(ready.get("kind", "")))(str(ready.get("message", "")))
+        raise errors.by_kind(str(ready.get("kind", "")))(str(ready.get("message", "")))
     return process, ready
-
-
-def error_class(kind: str) -> type[errors.HyperError]:
-    """The :mod:`hyper.errors` class named ``kind`` (Internal for anything else)."""
-    found = getattr(errors, kind, None)
-    if isinstance(found, type) and issubclass(found, errors.HyperError):
-        return found
-    return errors.Internal
 
 
 async def _reap(process: asyncio.subprocess.Process) -> int:
