@@ -61,6 +61,17 @@ def test_errors_carry_kind_and_status(tmp_path):
     assert client.get("/v1/_ping").json() == {"api_version": "1"}
 
 
+def test_info_answers_on_a_host_that_is_not_set_up(tmp_path):
+    services = _services(tmp_path)
+    services.settings = from_dict(
+        {"paths": {"state_dir": str(tmp_path / "state"), "cache_dir": str(tmp_path / "cache")}}
+    )
+    answer = TestClient(create_app(services)).get("/v1/info")
+    assert answer.status_code == 200
+    info = answer.json()
+    assert "hyper setup" in info["guest"]["error"] and info["accelerator"]["name"] == "unknown"
+
+
 def test_signal_names_and_numbers():
     assert parse_signal("KILL") == parse_signal("SIGKILL") == parse_signal("9") == 9
     assert parse_signal("term") == 15

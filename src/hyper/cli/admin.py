@@ -76,7 +76,8 @@ def remote(client: Any, args: Any) -> int:
         {
             "version": info["version"],
             "accelerator": f"{info['accelerator']['name']} ({info['accelerator']['reason']})",
-            "guest kernel": f"{info['guest']['release']} ({info['guest']['source']})",
+            "guest kernel": info["guest"]["error"]
+            or f"{info['guest']['release']} ({info['guest']['source']})",
             "pods": f"{info['pods']['running']} running, {info['pods']['total']} in all",
             "containers": (
                 f"{info['containers']['running']} running, {info['containers']['total']} in all"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hyper import __version__
+from hyper import __version__, errors
 from hyper.config import Settings
 from hyper.images.store import ImageStore
 from hyper.service import names
@@ -47,20 +47,33 @@ class Services:
         from hyper.guest.artifacts import resolve
         from hyper.vmm.accel import choose
 
-        guest = await asyncio.to_thread(resolve, self.settings, build=False)
-        accelerator = await choose(self.settings, guest.kernel)
+        try:
+            guest = await asyncio.to_thread(resolve, self.settings, build=False)
+            accelerator = await choose(self.settings, guest.kernel)
+            guest_info = {
+                "kernel": str(guest.kernel),
+                "initrd": str(guest.initrd),
+                "release": guest.release,
+                "source": guest.source,
+                "error": "",
+            }
+            accelerator_info = {"name": accelerator.name, "reason": accelerator.reason}
+        except errors.HyperError as exc:  # a host not set up (or stale): say so, answer anyway
+            guest_info = {
+                "kernel": "",
+                "initrd": "",
+                "release": "",
+                "source": "",
+                "error": str(exc),
+            }
+            accelerator_info = {"name": "unknown", "reason": str(exc)}
         pods = self.pods.pods()
         containers = [c for p in pods for c in p.containers]
         return {
             "version": __version__,
             "kernel": platform.release(),
-            "guest": {
-                "kernel": str(guest.kernel),
-                "initrd": str(guest.initrd),
-                "release": guest.release,
-                "source": guest.source,
-            },
-            "accelerator": {"name": accelerator.name, "reason": accelerator.reason},
+            "guest": guest_info,
+            "accelerator": accelerator_info,
             "paths": {
                 "state_dir": str(self.settings.paths.state_dir),
                 "run_dir": str(self.settings.paths.run_dir),
