@@ -55,7 +55,7 @@ from hyper.images.layout import name_entries
 from hyper.images.reference import Reference, parse
 from hyper.images.store import ImageStore
 from hyper.images.tree import split
-from hyper.images.unpack import _BoundedTarInfo
+from hyper.images.unpack import BoundedTarInfo
 
 FORMATS = ("docker", "oci")
 _CHUNK = 1 << 20
@@ -274,7 +274,7 @@ def _read_archive(store: ImageStore, source: BinaryIO, limits: ArchiveLimits) ->
     try:
         with decompressed(source) as plain:
             stream = io.BufferedReader(_Raw(plain), _CHUNK)
-            with tarfile.open(fileobj=stream, mode="r|", tarinfo=_BoundedTarInfo) as archive:
+            with tarfile.open(fileobj=stream, mode="r|", tarinfo=BoundedTarInfo) as archive:
                 while (member := archive.next()) is not None:
                     archive.members.clear()  # type: ignore[attr-defined]
                     entries += 1

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -44,25 +43,15 @@ from typing import Any, Protocol
 from hyper.errors import InvalidArgument
 from hyper.images import oci
 from hyper.images.compression import decompressed
-from hyper.images.digest import Digest, Readable
+from hyper.images.digest import Digest, DigestingReader, Readable
 from hyper.images.image import Image
 from hyper.images.reference import Reference, parse
 from hyper.images.store import ImageStore
 from hyper.images.tree import Parts, show, split
-from hyper.images.unpack import OPAQUE_MARKER, WHITEOUT_PREFIX, UnpackLimits
+from hyper.images.unpack import OPAQUE_MARKER, WHITEOUT_PREFIX, BoundedTarInfo, UnpackLimits
 
 _CHUNK = 1 << 20
 _GZIP_LEVEL = 6
-_MAX_EXTENDED_HEADER = 1 << 20
-_EXTENDED_HEADERS = frozenset(
-    {
-        tarfile.XHDTYPE,
-        tarfile.XGLTYPE,
-        tarfile.SOLARIS_XHDTYPE,
-        tarfile.GNUTYPE_LONGNAME,
-        tarfile.GNUTYPE_LONGLINK,
-    }
-)
 SUPPORTED_CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "USER", "WORKDIR")
 _MAX_CHANGE = 64 * 1024
 _MAX_EXPOSED = 65536
@@ -390,58 +379,26 @@ def _store_layer(store: ImageStore, path: Path, limits: UnpackLimits) -> _Layer:
             tmp.unlink(missing_ok=True)
 
 
-class _Writable(Protocol):
-    def write(self, data: bytes, /) -> int: ...
-
-
-class _Tee(io.RawIOBase):
-    """Reads ``source``, hashing and counting (bounded), and copies every byte to ``sink``."""
+class _Tee(DigestingReader):
+    """Hashes and counts what is read (bounded), and copies every byte to ``sink``."""
 
     def __init__(self, source: Readable, sink: _Writable, limit: int) -> None:
-        super().__init__()
-        self._source = source
+        super().__init__(
+            source,
+            limit=limit,
+            limit_error=lambda: InvalidArgument(f"the layer is over {limit} bytes uncompressed"),
+        )
         self._sink = sink
-        self._limit = limit
-        self._hash = hashlib.sha256()
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        view = memoryview(buffer).cast("B")
-        data = self._source.read(len(view))
-        if not data:
-            return 0
-        self.count += len(data)
-        if self.count > self._limit:
-            raise InvalidArgument(f"the layer is over {self._limit} bytes uncompressed")
-        self._hash.update(data)
-        self._sink.write(data)
-        view[: len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        buffer = bytearray(_CHUNK)
-        while self.readinto(buffer):
-            pass
-
-    @property
-    def digest(self) -> Digest:
-        return Digest(self._hash.hexdigest())
+        count = super().readinto(buffer)
+        if count:
+            self._sink.write(memoryview(buffer).cast("B")[:count])
+        return count
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
-    """Refuses an extended (pax or GNU long-name) header too large to read into memory."""
-
-    @classmethod
-    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _BoundedTarInfo:
-        info = super().frombuf(buf, encoding, errors)
-        if info.type in _EXTENDED_HEADERS and info.size > _MAX_EXTENDED_HEADER:
-            raise InvalidArgument(
-                f"an extended tar header of {info.size} bytes (limit {_MAX_EXTENDED_HEADER})"
-            )
-        return info
+class _Writable(Protocol):
+    def write(self, data: bytes | memoryview, /) -> int: ...
 
 
 def _check_layer(tee: _Tee, limits: UnpackLimits) -> int:
@@ -451,7 +408,7 @@ def _check_layer(tee: _Tee, limits: UnpackLimits) -> int:
     links), bounded by ``limits.max_entries``."""
     buffered = io.BufferedReader(tee, _CHUNK)
     try:
-        archive = tarfile.open(fileobj=buffered, mode="r|", tarinfo=_BoundedTarInfo)  # noqa: SIM115
+        archive = tarfile.open(fileobj=buffered, mode="r|", tarinfo=BoundedTarInfo)  # noqa: SIM115
     except tarfile.ReadError as exc:
         if tee.count == 0:
             return 0  # an empty file: an empty layer

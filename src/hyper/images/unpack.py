@@ -83,11 +83,11 @@ class UnpackStats:
     skipped_xattrs: int = 0
 
 
-class _BoundedTarInfo(tarfile.TarInfo):
+class BoundedTarInfo(tarfile.TarInfo):
     """Refuses an extended (pax or GNU long-name) header too large to read into memory."""
 
     @classmethod
-    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _BoundedTarInfo:
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> BoundedTarInfo:
         info = super().frombuf(buf, encoding, errors)
         if info.type in _EXTENDED_HEADERS and info.size > _MAX_EXTENDED_HEADER:
             raise InvalidArgument(
@@ -167,7 +167,7 @@ class Unpacker:
         buffered: IO[bytes] = io.BufferedReader(stream, _CHUNK)
         try:
             archive = tarfile.open(  # noqa: SIM115 (closed by the with below)
-                fileobj=buffered, mode="r|", tarinfo=_BoundedTarInfo
+                fileobj=buffered, mode="r|", tarinfo=BoundedTarInfo
             )
         except tarfile.ReadError:
             if stream.count == 0:
