@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hyper import errors
@@ -85,59 +86,43 @@ def start(client: Client, args: Any) -> int:
         return _attached(
             client, view["id"], stdin=args.interactive, tty=bool(view["tty"]), start=True
         )
-    return _each(
-        client, args.containers, lambda ref: client.call("POST", f"/containers/{ref}/start")
-    )
+    return each(client, "containers", "start", args.containers, args)
 
 
-def stop(client: Client, args: Any) -> int:
-    params = {"timeout": args.time}
-    return _each(
-        client,
-        args.containers,
-        lambda ref: client.call("POST", f"/containers/{ref}/stop", params=params),
-    )
+_PARAMS: dict[str, Callable[[Any], dict[str, Any] | None]] = {
+    "start": lambda args: None,
+    "stop": lambda args: {"timeout": args.time},
+    "restart": lambda args: {"timeout": args.time},
+    "kill": lambda args: {"signal": args.signal},
+    "rm": lambda args: {"force": args.force},
+}
 
 
-def restart(client: Client, args: Any) -> int:
-    params = {"timeout": args.time}
-    return _each(
-        client,
-        args.containers,
-        lambda ref: client.call("POST", f"/containers/{ref}/restart", params=params),
-    )
-
-
-def kill(client: Client, args: Any) -> int:
-    params = {"signal": args.signal}
-    return _each(
-        client,
-        args.containers,
-        lambda ref: client.call("POST", f"/containers/{ref}/kill", params=params),
-    )
-
-
-def rm(client: Client, args: Any) -> int:
-    params = {"force": args.force}
-    return _each(
-        client,
-        args.containers,
-        lambda ref: client.call("DELETE", f"/containers/{ref}", params=params),
-    )
-
-
-def _each(client: Client, refs: list[str], action: Any) -> int:
-    """Do it to each, print each name done, report each failure: docker's multi-target verbs."""
+def each(client: Client, kind: str, verb: str, refs: list[str], args: Any) -> int:
+    """``verb`` on each of ``refs`` (``kind``: containers or pods), as docker's multi-target
+    verbs do it: print each one done, report each failure, go on; the first failure's code."""
+    params = _PARAMS[verb](args)
     status = 0
     for ref in refs:
         try:
-            action(ref)
+            if verb == "rm":
+                client.call("DELETE", f"/{kind}/{ref}", params=params)
+            else:
+                client.call("POST", f"/{kind}/{ref}/{verb}", params=params)
         except errors.HyperError as exc:
             print(f"hyper: {ref}: {exc}", file=sys.stderr)
-            status = exc.exit_code if status == 0 else status
+            status = status or exc.exit_code
         else:
             print(ref)
     return status
+
+
+def lifecycle(client: Client, args: Any) -> int:
+    """``stop``, ``restart``, ``kill`` and ``rm`` of each container named."""
+    return each(client, "containers", args.verb, args.containers, args)
+
+
+stop = restart = kill = rm = lifecycle
 
 
 def ps(client: Client, args: Any) -> int:

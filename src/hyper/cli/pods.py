@@ -10,6 +10,7 @@ from typing import Any
 from hyper import errors
 from hyper.cli import output
 from hyper.cli.client import Client
+from hyper.cli.containers import each
 
 
 def main(client: Client, args: Any) -> int:
@@ -21,23 +22,7 @@ def main(client: Client, args: Any) -> int:
     if verb == "inspect":
         output.emit_json([client.call("GET", f"/pods/{ref}") for ref in args.pods])
         return 0
-    status = 0
-    for ref in args.pods:
-        try:
-            if verb == "rm":
-                client.call("DELETE", f"/pods/{ref}", params={"force": args.force})
-            elif verb == "kill":
-                client.call("POST", f"/pods/{ref}/kill", params={"signal": args.signal})
-            elif verb in ("stop", "restart"):
-                client.call("POST", f"/pods/{ref}/{verb}", params={"timeout": args.time})
-            else:
-                client.call("POST", f"/pods/{ref}/{verb}")
-        except errors.HyperError as exc:
-            print(f"hyper: {ref}: {exc}", file=sys.stderr)
-            status = status or exc.exit_code
-        else:
-            print(ref)
-    return status
+    return each(client, "pods", verb, args.pods, args)
 
 
 def read_pod_file(path: Path) -> Any:
