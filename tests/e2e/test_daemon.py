@@ -248,3 +248,10 @@ def test_twenty_concurrent_clients_leave_nothing_behind(hyper, hyperd):
     assert answered[0] == 20 * 5  # create+start+rm in one round, create+rm in the other
     assert json.loads(_ok(hyper("ps", "-a", "--format", "json"))) == []
     assert not assert_nothing_left(hyperd.state, hyperd.run_dir)
+
+
+def test_attach_to_a_container_never_started_is_refused(hyper):
+    _ok(hyper("create", "--name", "idle", "busybox", "true"))
+    refused = hyper("attach", "idle")
+    assert refused.returncode == 126 and b"not running" in refused.stderr, refused.stderr
+    _ok(hyper("rm", "idle"))

@@ -265,10 +265,15 @@ def create_app(services: Services) -> FastAPI:
                     await pods.start(pod.id, console=(rows, cols))
                 pod, record = pods.container(record.id)
                 process = await pods.attach(pod, record, stdin=stdin, replay=True)
-            except errors.FailedPrecondition:
-                if pod.started_at is None:
-                    raise
-                await _replay_ended(ws, pods, record.id, pod.started_at)
+            except errors.FailedPrecondition as exc:
+                if pod.started_at is None:  # never started: nothing to replay
+                    await _refuse(ws, exc)
+                    return
+                entries, done = await pods.ended_run(record.id, since=pod.started_at)
+                for entry in entries:
+                    channel = relay.STDERR if entry.stream == "stderr" else relay.STDOUT
+                    await ws.send_bytes(bytes([channel]) + entry.log.encode())
+                await _end(ws, done)
                 return
             except errors.HyperError as exc:
                 await _refuse(ws, exc)
@@ -417,17 +422,12 @@ def _event_match(event: dict[str, Any], item: str) -> bool:
     return str(event.get(key)) == value
 
 
-async def _replay_ended(ws: WebSocket, pods: Any, container_id: str, since: float) -> None:
-    """A run that ended before the client attached: its logged output, then its status."""
-    done = await pods.wait(container_id)
-    _, record = pods.container(container_id)
-    entries = await asyncio.to_thread(pods.logs, record, since=since - 1)
-    for entry in entries:
-        channel = relay.STDERR if entry.stream == "stderr" else relay.STDOUT
-        await ws.send_bytes(bytes([channel]) + entry.log.encode())
-    end = {"exit_code": done.exit_code if done.exit_code is not None else 255, "signal": 0}
-    if done.error and done.exit_code is None:
-        end = {"kind": "Unavailable", "message": done.error}
+async def _end(ws: WebSocket, done: ContainerRecord) -> None:
+    """The status of a run that has ended, then the end of the stream."""
+    if done.exit_code is None and done.error:
+        end: dict[str, Any] = {"kind": "Unavailable", "message": done.error}
+    else:
+        end = {"exit_code": 255 if done.exit_code is None else done.exit_code, "signal": 0}
     await ws.send_bytes(bytes([relay.END]) + json.dumps(end).encode())
     await ws.close()
 

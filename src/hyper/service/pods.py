@@ -397,11 +397,11 @@ class PodService:
                 await self._changed.wait()
 
     def _find_container(self, container_id: str) -> tuple[PodRecord | None, ContainerRecord | None]:
-        for pod in self.db.pods():
-            for container in pod.containers:
-                if container.id == container_id:
-                    return pod, container
-        return None, None
+        """By id, with one indexed query: every waiter looks again at every change."""
+        pod = self.db.pod_of_container(container_id)
+        if pod is None:
+            return None, None
+        return pod, next(c for c in pod.containers if c.id == container_id)
 
     # ------------------------------------------------------------ processes and data
 
@@ -479,6 +479,16 @@ class PodService:
         return list(
             logfiles.read_logs(self.log_dir(container), tail=tail, since=since, until=until)
         )
+
+    async def ended_run(
+        self, container_id: str, *, since: float
+    ) -> tuple[list[logfiles.LogEntry], ContainerRecord]:
+        """A run that ended before a client could attach to it (a quick ``hyper run``): its
+        logged output from ``since`` (the run's start) and its final record."""
+        done = await self.wait(container_id)
+        _, record = self.container(container_id)
+        entries = await asyncio.to_thread(self.logs, record, since=since)
+        return entries, done
 
     async def follow_logs(
         self, container: ContainerRecord, *, tail: int | None, since: float | None

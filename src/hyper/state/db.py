@@ -215,6 +215,12 @@ class Database:
         ).fetchall()
         return _pod(row, [_container(c) for c in found])
 
+    def pod_of_container(self, container_id: str) -> PodRecord | None:
+        row = self._db.execute(
+            "SELECT pod_id FROM containers WHERE id = ?", (container_id,)
+        ).fetchone()
+        return None if row is None else self.pod(row["pod_id"])
+
 
 def _insert(table: str, columns: list[str]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
