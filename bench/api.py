@@ -10,19 +10,15 @@ QEMU, pod supervisor, runc container or hyperd outlives it. See docs/benchmarks.
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from hyper.config.settings import Settings
-from hyper.errors import HyperError
 
 # bench/ is not a package: run as a script, its directory is sys.path[0], so this finds the
 # sibling module.
@@ -32,12 +28,11 @@ from startup import (
     Hyper,
     check,
     cleaning_up,
-    hyperd_session,
     log,
     machine,
     make_bundle,
-    on_sigterm,
     repeat,
+    run_bench,
     runc_cleanup,
     summary,
 )
@@ -101,27 +96,7 @@ def bench(hyper: Hyper, settings: Settings, runs: int, tmp: Path) -> dict[str, A
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=10, help="timed runs of each (default 10)")
-    parser.add_argument("--config", type=Path, help="hyper settings file (else a temporary one)")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    on_sigterm()
-    try:
-        with (
-            tempfile.TemporaryDirectory(prefix="hyper-bench-") as tmp,
-            hyperd_session(args.config, Path(tmp)) as (hyper, settings),
-        ):
-            result = bench(hyper, settings, args.runs, Path(tmp))
-    except (BenchError, HyperError, OSError, ValueError) as exc:
-        print(f"bench/api.py: FAILED: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("bench/api.py: interrupted", file=sys.stderr)
-        return 130
-    print(json.dumps(result, indent=2))
-    return 0
+    return run_bench("bench/api.py", __doc__, bench, 10, argv)
 
 
 if __name__ == "__main__":

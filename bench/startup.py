@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -441,9 +441,21 @@ def bench(hyper: Hyper, settings: Settings, runs: int, tmp: Path) -> dict[str, A
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=5, help="timed runs of each (default 5)")
+Bench = Callable[[Hyper, Settings, int, Path], dict[str, Any]]
+
+
+def run_bench(
+    script: str, doc: str | None, bench: Bench, default_runs: int, argv: Sequence[str] | None
+) -> int:
+    """The command line every benchmark here shares: ``--runs``, ``--config``, a private
+    hyperd for the run, one JSON object on stdout, or FAILED and a non-zero status."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=default_runs,
+        help=f"timed runs of each (default {default_runs})",
+    )
     parser.add_argument("--config", type=Path, help="hyper settings file (else a temporary one)")
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -456,13 +468,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             result = bench(hyper, settings, args.runs, Path(tmp))
     except (BenchError, HyperError, OSError, ValueError) as exc:
-        print(f"bench/startup.py: FAILED: {exc}", file=sys.stderr)
+        print(f"{script}: FAILED: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("bench/startup.py: interrupted", file=sys.stderr)
+        print(f"{script}: interrupted", file=sys.stderr)
         return 130
     print(json.dumps(result, indent=2))
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_bench("bench/startup.py", __doc__, bench, 5, argv)
 
 
 if __name__ == "__main__":
