@@ -91,7 +91,7 @@ async def serve(settings: Settings, config_file: Path | None) -> None:
         loop = asyncio.get_running_loop()
         for number in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(number, stop.set)
-        tasks = [asyncio.create_task(_run(server, sockets)) for server, sockets in servers]
+        tasks = [asyncio.create_task(server.serve(sockets=sockets)) for server, sockets in servers]
         _log.info("hyperd listening on %s", settings.daemon.socket)
         waiter = asyncio.create_task(stop.wait())
         await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -104,12 +104,6 @@ async def serve(settings: Settings, config_file: Path | None) -> None:
         await services.close()
         with contextlib.suppress(FileNotFoundError):
             settings.daemon.socket.unlink()
-
-
-async def _run(server: object, sockets: list[socket.socket]) -> None:
-    # uvicorn installs no signal handlers when not on the main thread's default handlers; we
-    # own SIGINT/SIGTERM above and stop the servers ourselves.
-    await server.serve(sockets=sockets)  # type: ignore[attr-defined]
 
 
 def _config(app: object, settings: Settings | None = None) -> uvicorn.Config:

@@ -133,7 +133,12 @@ async def _control(channel: int, payload: bytes, resize: Resize, signal: Signal)
     with contextlib.suppress(errors.HyperError):
         if channel == RESIZE:
             rows, cols = data.get("rows"), data.get("cols")
-            if isinstance(rows, int) and isinstance(cols, int) and 0 < rows < 65536 > cols > 0:
+            if (
+                isinstance(rows, int)
+                and isinstance(cols, int)
+                and 0 < rows < 65536
+                and 0 < cols < 65536
+            ):
                 await resize(rows, cols)
         else:
             number = data.get("signal")
