@@ -99,3 +99,21 @@ def test_atomic_writes_leave_no_temporary_files(tmp_path: Path) -> None:
     cache.write_atomic(tmp_path / "f", b"two")
     assert (tmp_path / "f").read_bytes() == b"two"
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_prune_keeps_the_current_files_and_the_newest_previous_ones(tmp_path):
+    import os
+
+    from hyper.guest import cache
+
+    initrds = []
+    for age in range(7):
+        path = tmp_path / f"initrd-{age:016x}.img"
+        path.write_bytes(b"x")
+        os.utime(path, (1000 - age, 1000 - age))  # initrd-0 is the newest
+        initrds.append(path)
+    current = initrds[-1]  # the oldest file may still be the current one
+    cache.prune(tmp_path, {current})
+    kept = sorted(p.name for p in tmp_path.glob("initrd-*.img"))
+    expected = {p.name for p in initrds[: cache.KEEP_PREVIOUS]} | {current.name}
+    assert kept == sorted(expected)

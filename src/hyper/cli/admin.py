@@ -1,4 +1,4 @@
-"""Host verbs run locally (``setup``, ``guest info|build``, ``images``), and ``info`` and
+"""Host verbs run locally (``setup``, ``guest info|build``), and ``info`` and
 ``version``, which ask hyperd."""
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ def main(args: Any) -> int:
             return 0
         _print_table(artifacts.describe(settings))
         return 0
-    if verb == "images":
-        return _images(settings, args)
     raise AssertionError(verb)
 
 
@@ -87,39 +85,6 @@ def remote(client: Any, args: Any) -> int:
             "socket": info["paths"]["socket"],
         }
     )
-    return 0
-
-
-def _images(settings: Settings, args: Any) -> int:
-    from hyper.cli import output
-    from hyper.images.store import ImageStore
-
-    images = ImageStore(settings.paths.images).list()
-    if args.format == "json":
-        output.emit_json(
-            [
-                {
-                    "repository": image.reference.familiar.rsplit(":", 1)[0],
-                    "tag": image.reference.tag,
-                    "id": str(image.digest),
-                    "size": image.size,
-                }
-                for image in images
-            ]
-        )
-        return 0
-    rows = [("REPOSITORY", "TAG", "IMAGE ID", "SIZE")]
-    for image in images:
-        ref = image.reference
-        rows.append(
-            (
-                ref.familiar.rsplit(":", 1)[0],
-                ref.tag or "<none>",
-                image.digest.hex[:12],
-                output.size(image.size),
-            )
-        )
-    output.table(rows)
     return 0
 
 

@@ -21,13 +21,15 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 MANIFEST = "guest.json"
 LOCK = "lock"
 KERNELS = "kernels"
+KEEP_PREVIOUS = 4
+"""Old initrds and kernels kept besides the current ones (see `prune`)."""
 _CHUNK = 1 << 20
 
 
@@ -78,13 +80,19 @@ def sha256_file(path: Path) -> str:
 
 
 def prune(root: Path, keep: set[Path]) -> None:
-    """Remove the kernels and initrds (and leftovers of crashed builds) not in ``keep``.
+    """Remove the kernels and initrds (and leftovers of crashed builds) not in ``keep``, except
+    the ``KEEP_PREVIOUS`` newest of each kind: a supervisor that restarts its pod (restart policy)
+    or a template built before an upgrade still boots from the files it was started with.
 
     Call with the lock held, after the manifest that references ``keep`` is written.
     """
-    candidates = [*root.glob("initrd-*.img"), *root.glob(".*.tmp-*")]
-    if (root / KERNELS).is_dir():
-        candidates += list((root / KERNELS).iterdir())
+    initrds = _newest_first(root.glob("initrd-*.img"))[KEEP_PREVIOUS:]
+    kernels = (
+        _newest_first((root / KERNELS).iterdir())[KEEP_PREVIOUS:]
+        if (root / KERNELS).is_dir()
+        else []
+    )
+    candidates = [*initrds, *kernels, *root.glob(".*.tmp-*")]
     for path in candidates:
         if path in keep:
             continue
@@ -92,3 +100,13 @@ def prune(root: Path, keep: set[Path]) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def _newest_first(paths: Iterable[Path]) -> list[Path]:
+    def modified(path: Path) -> float:
+        try:
+            return path.lstat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    return sorted(paths, key=modified, reverse=True)

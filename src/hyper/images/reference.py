@@ -37,6 +37,13 @@ _TAG = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _ID = re.compile(r"[a-f0-9]{64}")
 
 
+def check_registry(host: str) -> str:
+    """``host`` (``name[:port]``, as in a reference) if it is a valid registry address."""
+    if not _DOMAIN.fullmatch(host):
+        raise InvalidArgument(f"invalid registry address {host!r}: expected host[:port]")
+    return host
+
+
 @dataclass(frozen=True)
 class Reference:
     """A normalized image reference: ``registry/repository[:tag][@digest]``."""

@@ -24,9 +24,11 @@ from hyper.config.settings import Settings
 from hyper.errors import FailedPrecondition, InvalidArgument, NotFound
 from hyper.images import archive
 from hyper.images import inspect as describe
+from hyper.images.commit import ConfigChanges
+from hyper.images.commit import commit as commit_image
 from hyper.images.digest import Digest
 from hyper.images.image import Image
-from hyper.images.reference import Reference, parse
+from hyper.images.reference import Reference, check_registry, parse
 from hyper.images.store import ImageStore
 from hyper.registry.auth import AuthFile, Credentials, normalize_registry
 from hyper.registry.client import RegistryClient
@@ -94,7 +96,7 @@ class ImageService:
         """Check the credentials against the registry, then keep them; a message for the user."""
         if not username or not password:
             raise InvalidArgument("login needs a username and a password")
-        host = normalize_registry(registry) or "docker.io"
+        host = check_registry(normalize_registry(registry) or "docker.io")
         credentials = Credentials(username, password)
         with self.client(host, credentials) as client:
             client.check_login()
@@ -103,7 +105,7 @@ class ImageService:
 
     def logout(self, registry: str) -> bool:
         """Forget the credentials of ``registry``; False if there were none."""
-        return self.auth.remove(normalize_registry(registry) or "docker.io")
+        return self.auth.remove(check_registry(normalize_registry(registry) or "docker.io"))
 
     # -- the local store -------------------------------------------------------------------
 
@@ -160,6 +162,33 @@ class ImageService:
         """Load an archive (docker or OCI, detected); the references loaded."""
         images = archive.load(self.store, path)
         return [image.reference.familiar for image in images]
+
+    def commit(
+        self,
+        base: Digest,
+        layer_tar: Path,
+        *,
+        reference: str | None,
+        comment: str = "",
+        author: str = "",
+        changes: ConfigChanges | None = None,
+        created_by: str = "",
+    ) -> Image:
+        """``base`` (a manifest digest, as pods record their images) plus the layer
+        ``layer_tar`` as a new image, tagged ``reference`` if given."""
+        matches = [e.image for e in describe.entries(self.store) if e.image.digest == base]
+        if not matches:
+            raise NotFound(f"the image {base} the container was made from is no longer stored")
+        return commit_image(
+            self.store,
+            matches[0],
+            layer_tar,
+            reference=reference,
+            comment=comment,
+            author=author,
+            changes=changes,
+            created_by=created_by,
+        )
 
     def gc(self) -> dict[str, int]:
         result = self.store.gc()
