@@ -1,0 +1,213 @@
+"""The usage ledger: an append-only table of start and stop events of billable objects, in
+hyperd's SQLite file, so that usage survives a restart of hyperd.
+
+An object's interval is open from its start event until a stop event is appended, and the
+stop's time is when the object stopped, not when hyperd learnt of it: a pod that ran, or
+stopped, while hyperd was down is billed exactly once hyperd records the stop with the pod's
+``finished_at`` (docs/tenancy.md, "Feeding the ledger"). Rows are never updated or deleted;
+what a row means comes from the rows before it, which :meth:`UsageLedger.start` and
+:meth:`UsageLedger.stop` check inside one ``BEGIN IMMEDIATE`` transaction so that the events of
+one object always alternate start, stop, start... and never overlap in time. Both are
+idempotent: hyperd may replay them after a restart.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections.abc import Callable
+
+from hyper import errors
+from hyper.tenancy.metering import Event, Kind, UsageEvent, UsageReport, compute
+from hyper.tenancy.principal import Scope
+from hyper.tenancy.tenants import check_tenant
+from hyper.tenancy.transaction import check_autocommit, immediate
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS tenancy_usage_events (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant      TEXT NOT NULL,
+        object_id   TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        event       TEXT NOT NULL,
+        at          REAL NOT NULL,
+        vcpus       INTEGER NOT NULL DEFAULT 0,
+        memory_mb   INTEGER NOT NULL DEFAULT 0,
+        bytes       INTEGER NOT NULL DEFAULT 0,
+        name        TEXT NOT NULL DEFAULT '',
+        recorded_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS tenancy_usage_by_object"
+    " ON tenancy_usage_events(tenant, object_id, seq)",
+    "CREATE INDEX IF NOT EXISTS tenancy_usage_by_time ON tenancy_usage_events(tenant, at)",
+)
+_COLUMNS = "seq, tenant, object_id, kind, event, at, vcpus, memory_mb, bytes, name"
+MAX_SKEW = 300.0
+"""How far in the future (by our clock) an event's time may be: clocks of one host agree."""
+MAX_ID = 256
+
+
+class UsageLedger:
+    def __init__(self, conn: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> None:
+        self._db = check_autocommit(conn)
+        self._clock = clock
+        with immediate(self._db) as tx:
+            for statement in SCHEMA:
+                tx.execute(statement)
+
+    def start(
+        self,
+        tenant: str,
+        object_id: str,
+        kind: Kind,
+        at: float,
+        *,
+        vcpus: int = 0,
+        memory_mb: int = 0,
+        size: int = 0,
+        name: str = "",
+    ) -> bool:
+        """``object_id`` consumes from ``at`` on. Replaying the start of an open interval does
+        nothing; a start with other amounts (a resized volume) closes the interval at ``at``
+        and opens another. Whether an event was appended."""
+        check_tenant(tenant)
+        _check_id(object_id)
+        if not isinstance(kind, Kind):
+            raise errors.InvalidArgument(f"usage kind {kind!r} is not one of pod, volume, fip")
+        at = self._check_time(at)
+        for value, bound, what in (
+            (vcpus, 4096, "vcpus"),
+            (memory_mb, 1 << 40, "memory_mb"),
+            (size, 1 << 62, "size"),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= bound:
+                raise errors.InvalidArgument(f"usage {what} must be an integer in 0..{bound}")
+        if not isinstance(name, str) or len(name) > MAX_ID:
+            raise errors.InvalidArgument(f"a usage name is a string of at most {MAX_ID}")
+        with immediate(self._db) as tx:
+            last = _last(tx, tenant, object_id)
+            if last is not None and last.event is Event.START:
+                if last.kind is kind and (last.vcpus, last.memory_mb, last.bytes) == (
+                    vcpus,
+                    memory_mb,
+                    size,
+                ):
+                    return False
+                at = max(at, last.at)
+                self._append(tx, last, Event.STOP, at)
+            elif last is not None:
+                at = max(at, last.at)  # never before the last stop: intervals never overlap
+            event = UsageEvent(
+                0, tenant, object_id, kind, Event.START, at, vcpus, memory_mb, size, name
+            )
+            self._append(tx, event, Event.START, at)
+        return True
+
+    def stop(self, tenant: str, object_id: str, at: float) -> bool:
+        """``object_id`` stopped consuming at ``at`` (clamped to its start). Stopping what is
+        not running does nothing. Whether an event was appended."""
+        check_tenant(tenant)
+        _check_id(object_id)
+        at = self._check_time(at)
+        with immediate(self._db) as tx:
+            last = _last(tx, tenant, object_id)
+            if last is None or last.event is Event.STOP:
+                return False
+            self._append(tx, last, Event.STOP, max(at, last.at))
+        return True
+
+    def running(self, scope: Scope) -> list[UsageEvent]:
+        """The start events of the intervals still open: at hyperd's start, each one whose
+        object no longer consumes must be stopped (with the time it stopped)."""
+        clause, params = scope.sql("e.tenant")
+        rows = self._db.execute(
+            f"SELECT {_prefixed('e')} FROM tenancy_usage_events e WHERE {clause} AND e.seq ="
+            " (SELECT MAX(seq) FROM tenancy_usage_events l"
+            "  WHERE l.tenant = e.tenant AND l.object_id = e.object_id)"
+            " AND e.event = 'start' ORDER BY e.seq",
+            params,
+        ).fetchall()
+        return [_event(row) for row in rows]
+
+    def events(self, scope: Scope, since: float, until: float) -> list[UsageEvent]:
+        """Every event needed to compute the usage of ``[since, until)``: those of the objects
+        with an event in the window, or with an interval open when it begins."""
+        clause, params = scope.sql("tenant")
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM tenancy_usage_events WHERE {clause} AND at < ?"
+            " AND (tenant, object_id) IN ("
+            f"  SELECT tenant, object_id FROM tenancy_usage_events WHERE {clause} AND at >= ?"
+            "   UNION"
+            f"  SELECT tenant, object_id FROM tenancy_usage_events WHERE {clause} AND at < ?"
+            "   GROUP BY tenant, object_id"
+            "   HAVING SUM(event = 'start') > SUM(event = 'stop')"
+            ") ORDER BY seq",
+            (*params, until, *params, since, *params, since),
+        ).fetchall()
+        return [_event(row) for row in rows]
+
+    def report(self, scope: Scope, since: float, until: float | None = None) -> UsageReport:
+        """The usage of ``scope`` in ``[since, until)``, ``until`` at most now."""
+        now = self._clock()
+        end = now if until is None else min(until, now)
+        start = min(self._check_window(since), end)
+        return compute(self.events(scope, start, end), start, end)
+
+    # ------------------------------------------------------------ internals
+
+    def _append(self, tx: sqlite3.Connection, like: UsageEvent, event: Event, at: float) -> None:
+        tx.execute(
+            "INSERT INTO tenancy_usage_events (tenant, object_id, kind, event, at, vcpus,"
+            " memory_mb, bytes, name, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (like.tenant, like.object_id, like.kind.value, event.value, at, like.vcpus,
+             like.memory_mb, like.bytes, like.name, self._clock()),
+        )  # fmt: skip
+
+    def _check_time(self, at: float) -> float:
+        at = self._check_window(at)
+        if at > self._clock() + MAX_SKEW:
+            raise errors.InvalidArgument(f"usage time {at} is in the future")
+        return at
+
+    @staticmethod
+    def _check_window(at: float) -> float:
+        if not isinstance(at, int | float) or isinstance(at, bool) or not math.isfinite(at):
+            raise errors.InvalidArgument(f"usage time {at!r} is not a number")
+        if at < 0:
+            raise errors.InvalidArgument(f"usage time {at} is before the epoch")
+        return float(at)
+
+
+def _check_id(object_id: str) -> None:
+    if not isinstance(object_id, str) or not 0 < len(object_id) <= MAX_ID:
+        raise errors.InvalidArgument(f"a usage object id is a string of 1..{MAX_ID}")
+
+
+def _last(tx: sqlite3.Connection, tenant: str, object_id: str) -> UsageEvent | None:
+    row = tx.execute(
+        f"SELECT {_COLUMNS} FROM tenancy_usage_events WHERE tenant = ? AND object_id = ?"
+        " ORDER BY seq DESC LIMIT 1",
+        (tenant, object_id),
+    ).fetchone()
+    return None if row is None else _event(row)
+
+
+def _prefixed(alias: str) -> str:
+    return ", ".join(f"{alias}.{c.strip()}" for c in _COLUMNS.split(","))
+
+
+def _event(row: sqlite3.Row) -> UsageEvent:
+    seq, tenant, object_id, kind, event, at, vcpus, memory_mb, size, name = tuple(row)
+    return UsageEvent(
+        seq=int(seq),
+        tenant=str(tenant),
+        object_id=str(object_id),
+        kind=Kind(kind),
+        event=Event(event),
+        at=float(at),
+        vcpus=int(vcpus),
+        memory_mb=int(memory_mb),
+        bytes=int(size),
+        name=str(name),
+    )
