@@ -8,13 +8,17 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   qemu-system-x86 qemu-utils      # the hypervisor and disk images
   erofs-utils                      # container root filesystems (mkfs.erofs)
+  e2fsprogs fio                    # volumes: mkfs.ext4, e2fsck; the volume benchmark
   busybox-static                   # the local busybox image; a shell in the initramfs
   python3.11-minimal libpython3.11-stdlib   # the guest agent's interpreter (Debian's)
   cpio zstd lz4 xz-utils           # unpacking the kernel package and its payload
   runc                             # the baseline of the benchmarks
   tmux                             # driving interactive terminals in tests
   docker-registry skopeo           # a real registry and an independent client, for image tests
+  keystone python3-keystone        # a real OpenStack Keystone for the tenancy tests (docs/tenancy.md)
   apache2-utils openssl            # htpasswd and a test CA for the registry's basic auth and TLS
+  nftables dnsmasq-base iproute2   # pod networks: rules, per-network DNS (docs/network.md)
+  iperf3                           # the network benchmark (bench/network.py)
 )
 
 missing=()

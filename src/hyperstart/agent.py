@@ -60,10 +60,17 @@ class Pod(Protocol):
 class Agent:
     """Serves the host over connections from ``port``; run it in the main thread."""
 
-    def __init__(self, port: Port, containers: Containers, pod: Pod | None = None) -> None:
+    def __init__(
+        self,
+        port: Port,
+        containers: Containers,
+        pod: Pod | None = None,
+        network: Callable[[messages.SetupNetwork], str] | None = None,
+    ) -> None:
         self.port = port
         self.containers = containers
         self.pod = pod
+        self.network = network  # configures the NIC (hyperstart.network.configure)
         self.conn: Connection | None = None
         self.processes: dict[str, Process] = {}
         self._by_pid: dict[int, Process] = {}
@@ -76,6 +83,7 @@ class Agent:
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "hello": self._hello,
             "setup_pod": self._setup_pod,
+            "setup_network": self._setup_network,
             "add_container": self._add_container,
             "exec": self._exec,
             "signal": self._signal,
@@ -84,6 +92,7 @@ class Agent:
             "stats": self._stats,
             "processes": self._processes,
             "export": self._export,
+            "freeze": self._freeze,
             "ping": lambda args: {},
             "shutdown": self._shutdown,
         }
@@ -354,8 +363,22 @@ class Agent:
         self.containers.hostname = spec.hostname
         return {}
 
+    def _setup_network(self, args: dict[str, Any]) -> dict[str, Any]:
+        spec = messages.SetupNetwork.from_wire(args)
+        if self.network is None:
+            raise errors.FailedPrecondition("this agent does not manage a network interface")
+        interface = self.network(spec)
+        self.containers.nameservers = spec.nameservers
+        self.containers.extra_hosts = spec.hosts
+        return {"interface": interface}
+
     def _add_container(self, args: dict[str, Any]) -> dict[str, Any]:
         self.containers.add(messages.AddContainer.from_wire(args))
+        return {}
+
+    def _freeze(self, args: dict[str, Any]) -> dict[str, Any]:
+        request = messages.Freeze.from_wire(args)
+        self.containers.freeze(request.disk, request.frozen)
         return {}
 
     def _exec(self, args: dict[str, Any]) -> dict[str, Any]:

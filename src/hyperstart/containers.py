@@ -19,6 +19,7 @@ from typing import NamedTuple
 from hyper.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from hyper.proto.messages import AddContainer
 from hyperstart import cgroups, syscalls
+from hyperstart.volumes import GuestVolumes
 
 RUN = "/run/hyper"
 _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -29,8 +30,9 @@ _LINKS = (
     ("stderr", "/proc/self/fd/2"),
     ("ptmx", "pts/ptmx"),
 )
-_DISK_WAIT = 5.0  # seconds for a hot-plugged disk to show up
-_INJECTED = ("etc/hostname", "etc/hosts")
+_DISK_WAIT = 30.0  # seconds for a hot-plugged disk to show up (a few ms, unless the host is
+# overloaded: 100 TCG guests starting at once on 2 CPUs took more than 5 s)
+_INJECTED = ("etc/hostname", "etc/hosts", "etc/resolv.conf")
 """Files the agent writes into the upper layer: the VM's, not the container's changes."""
 
 
@@ -50,6 +52,8 @@ class Containers:
 
     def __init__(self) -> None:
         self.hostname = os.uname().nodename
+        self.nameservers: tuple[str, ...] = ()  # from setup_network: each container's resolv.conf
+        self.extra_hosts: tuple[tuple[str, str], ...] = ()  # (address, name): links' aliases
         self._containers: dict[str, Container] = {}
 
     def get(self, container_id: str) -> Container:
@@ -97,6 +101,10 @@ class Containers:
             except OSError as exc:
                 print(f"hyperstart: removing {container_id}: {exc}", flush=True)
 
+    def freeze(self, disk: str, frozen: bool) -> None:
+        """Freeze or thaw a volume's file system (for a consistent snapshot of its disk)."""
+        raise FailedPrecondition("this backend has no volumes")
+
     def _create(self, spec: AddContainer) -> Container:
         raise NotImplementedError
 
@@ -115,6 +123,8 @@ class HostDirectoryBackend(Containers):
         self.upper = upper
 
     def _create(self, spec: AddContainer) -> Container:
+        if spec.mounts:
+            raise FailedPrecondition("this backend cannot mount volumes")
         root = None if self.root == "/" else self.root
         return Container(spec.container, root, None, self.upper)
 
@@ -123,7 +133,8 @@ class HostDirectoryBackend(Containers):
 
 
 class GuestContainers(Containers):
-    """Containers on images from virtio-blk disks, with overlay roots and cgroups."""
+    """Containers on images from disks (virtio-blk or SCSI, found by serial), with overlay roots
+    and cgroups."""
 
     def __init__(self, run: str = RUN, cgroup_root: str = cgroups.ROOT) -> None:
         super().__init__()
@@ -132,6 +143,10 @@ class GuestContainers(Containers):
         self._images: dict[str, set[str]] = {}  # disk -> containers using it
         self._disk_of: dict[str, str] = {}
         self._mounts: dict[str, list[str]] = {}  # container -> its mount points, in order
+        self.volumes = GuestVolumes(run, _find_disk)
+
+    def freeze(self, disk: str, frozen: bool) -> None:
+        self.volumes.freeze(disk, frozen)
 
     # ------------------------------------------------------------ create
 
@@ -160,6 +175,7 @@ class GuestContainers(Containers):
             )
             _mount("overlay", rootfs, "overlay", 0, options, mounted)
             self._populate(rootfs, mounted)
+            self.volumes.mount(spec.container, rootfs, spec.mounts)
             cgroups.create(cgroup)
         except BaseException:
             self._destroy(Container(spec.container, None, cgroup))
@@ -204,8 +220,13 @@ class GuestContainers(Containers):
         _write_file(f"{etc}/hostname", f"{self.hostname}\n")
         _write_file(
             f"{etc}/hosts",
-            f"127.0.0.1\tlocalhost {self.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+            f"127.0.0.1\tlocalhost {self.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            + "".join(f"{address}\t{name}\n" for address, name in self.extra_hosts),
         )
+        if self.nameservers:
+            _write_file(
+                f"{etc}/resolv.conf", "".join(f"nameserver {s}\n" for s in self.nameservers)
+            )
 
     # ------------------------------------------------------------ destroy
 
@@ -214,6 +235,7 @@ class GuestContainers(Containers):
             cgroups.kill(container.cgroup)
             if not cgroups.wait_empty(container.cgroup, 5.0):
                 print(f"hyperstart: processes of {container.id} survive cgroup.kill", flush=True)
+        self.volumes.release(container.id, f"{self.run}/containers/{container.id}/rootfs")
         for path in reversed(self._mounts.pop(container.id, [])):
             _unmount(path)
         base = f"{self.run}/containers/{container.id}"
@@ -240,16 +262,40 @@ def _find_disk(serial: str) -> str:
         except FileNotFoundError:
             names = []
         for name in names:
-            try:
-                with open(f"/sys/block/{name}/serial") as file:
-                    found = file.read().strip()
-            except OSError:
-                continue
-            if found == serial and os.path.exists(f"/dev/{name}"):
+            if _serial_of(name) == serial and _openable(f"/dev/{name}"):
                 return f"/dev/{name}"
         if time.monotonic() > deadline:
             raise NotFound(f"no disk with serial {serial!r}")
         time.sleep(0.02)
+
+
+def _openable(device: str) -> bool:
+    """Whether a just hot-plugged disk is ready: its /sys entry and /dev node come a moment
+    before it can be opened (ENXIO meanwhile)."""
+    try:
+        os.close(os.open(device, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError:
+        return False
+    return True
+
+
+def _serial_of(name: str) -> str | None:
+    """A block device's serial: virtio-blk's ``serial``, or a SCSI disk's unit serial number
+    (VPD page 0x80: a 4-byte header, the length in bytes 2-3, then the serial)."""
+    try:
+        with open(f"/sys/block/{name}/serial") as file:
+            return file.read().strip()
+    except OSError:
+        pass
+    try:
+        with open(f"/sys/block/{name}/device/vpd_pg80", "rb") as raw:
+            page = raw.read(256)
+    except OSError:
+        return None
+    if len(page) < 4 or page[1] != 0x80:
+        return None
+    length = int.from_bytes(page[2:4], "big")
+    return page[4 : 4 + length].decode("ascii", "replace").strip()
 
 
 def _mkdir_in(rootfs: str, sub: str) -> None:

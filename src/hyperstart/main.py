@@ -12,7 +12,7 @@ import os
 import struct
 import time
 
-from hyperstart import cgroups, syscalls
+from hyperstart import cgroups, network, syscalls
 from hyperstart.agent import AGENT, Agent
 from hyperstart.console import describe, log
 from hyperstart.containers import GuestContainers
@@ -45,7 +45,7 @@ def main() -> None:
         boot()
         device = wait_for_port()
         log(f"{AGENT} serving on {device}")
-        Agent(GuestPort(device), GuestContainers(), GuestPod()).run()
+        Agent(GuestPort(device), GuestContainers(), GuestPod(), network.configure).run()
     except BaseException as exc:
         log("fatal error, powering off:\n" + describe(exc))
     finally:

@@ -30,6 +30,9 @@ class GuestPod:
         for key, value in spec.sysctls.items():
             with open("/proc/sys/" + key.replace(".", "/"), "w") as file:
                 file.write(value)
+        if spec.machine_id:
+            with open("/etc/machine-id", "w") as file:
+                file.write(spec.machine_id + "\n")
 
     def power_off(self) -> None:
         os.sync()

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,6 +142,7 @@ def hyper_home(tmp_path_factory) -> Iterator[tuple[Path, Path, Path]]:
     config.write_text(
         f'[paths]\nstate_dir = "{state}"\nrun_dir = "{run_dir}"\n'
         f'[vm]\nboot_timeout = 120.0\n[daemon]\nsocket = "{run_dir}/hyperd.sock"\n'
+        + network_section()
     )
     result = subprocess.run(
         [*HYPER, "setup"],
@@ -154,8 +156,16 @@ def hyper_home(tmp_path_factory) -> Iterator[tuple[Path, Path, Path]]:
 
 
 @pytest.fixture()
-def hyperd(hyper_home) -> Iterator[Daemon]:
-    config, state, run_dir = hyper_home
+def hyperd_config(hyper_home) -> Path:
+    """The settings file hyperd runs with; a test module overrides this fixture to add to it."""
+    config: Path = hyper_home[0]
+    return config
+
+
+@pytest.fixture()
+def hyperd(hyper_home, hyperd_config: Path) -> Iterator[Daemon]:
+    _, state, run_dir = hyper_home
+    config = hyperd_config
     daemon = Daemon(config, state, run_dir)
     daemon.start()
     yield daemon
@@ -168,14 +178,64 @@ def hyperd(hyper_home) -> Iterator[Daemon]:
     for pod in listed.stdout.decode().split():
         subprocess.run([*HYPER, "pod", "rm", "-f", pod], capture_output=True, env=env, timeout=120)
     daemon.stop()
-    leftovers = assert_nothing_left(state, run_dir)
+    leftovers = assert_nothing_left(state, run_dir) + network_leftovers(config)
     assert not leftovers, f"left behind: {leftovers}"
 
 
+def routed_networks() -> list[Any]:
+    """The IPv4 destinations the host routes now: subnets a test must not take."""
+    import ipaddress
+
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return [
+            ipaddress.IPv4Network(f"{r.get_attr('RTA_DST')}/{r['dst_len']}", strict=False)
+            for r in ipr.get_routes(family=2)
+            if r.get_attr("RTA_DST")
+        ]
+
+
+def network_section(**extra: str) -> str:
+    """A ``[network]`` of this session's own: link prefix, nftables table and a /16 no route
+    of the host uses, so concurrent hyperds (and the host) never share a link, rule or subnet."""
+    import ipaddress
+    import secrets
+
+    routed = routed_networks()
+    while True:
+        pool = ipaddress.IPv4Network(f"10.{100 + secrets.randbelow(150)}.0.0/16")
+        if not any(pool.overlaps(r) for r in routed):
+            break
+    token = secrets.token_hex(2)
+    lines = [
+        "[network]",
+        f'prefix = "e{token}"',
+        f'table = "hyper_e2e_{token}"',
+        f'subnet_pool = "{pool}"',
+        *(f"{key} = {value}" for key, value in extra.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def network_leftovers(config: Path) -> list[str]:
+    """Our bridges, taps, nftables tables and dnsmasq processes that still exist."""
+    from hyper.config import load
+    from hyper.config.settings import network_settings
+    from hyper.network.host import HostNetwork
+
+    return HostNetwork(network_settings(load(config))).leftovers()
+
+
 def assert_nothing_left(state: Path, run_dir: Path) -> list[str]:
-    """Pod run dirs, pod state dirs, QEMU or supervisor processes of this test's daemon."""
+    """Pod run dirs, pod state dirs, template builds, QEMU or supervisor processes of this
+    test's daemon."""
     found = [str(p) for p in (run_dir / "pods").glob("*")] if (run_dir / "pods").exists() else []
     found += [str(p) for p in (state / "pods").glob("*")] if (state / "pods").exists() else []
+    # Anonymous volumes go with their pods; a test removes the named ones it made.
+    found += [str(p) for p in (state / "volumes").glob("*")] if (state / "volumes").exists() else []
+    # VM templates stay for the session's next tests (like images); a half-built one may not.
+    found += [str(p) for p in (run_dir / "templates").glob(".build-*")]
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmdline = (proc / "cmdline").read_bytes()

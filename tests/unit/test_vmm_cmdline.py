@@ -94,7 +94,10 @@ def test_agent_channel_is_a_virtio_serial_port() -> None:
     argv = build(agent_socket=Path("/run/a,b/agent.sock"))
     assert "socket,id=agent,path=/run/a,,b/agent.sock" in option(argv, "-chardev")
     devices = option(argv, "-device")
-    assert devices[:2] == ["virtio-serial-device", "virtserialport,chardev=agent,name=hyper.agent"]
+    assert devices[:2] == [
+        "virtio-serial-device",
+        "virtserialport,chardev=agent,name=hyper.agent,id=agentport",  # id: VSERPORT_CHANGE
+    ]
 
 
 def test_disks() -> None:
@@ -110,7 +113,7 @@ def test_disks() -> None:
         "if=none,id=vol-1,file=/volumes/v.qcow2,format=qcow2,readonly=off,"
         "cache=writeback,aio=threads",
     ]
-    assert option(argv, "-device")[2:] == [
+    assert option(argv, "-device")[3:] == [
         "virtio-blk-device,drive=rootfs,serial=rootfs",
         "virtio-blk-device,drive=vol-1,serial=vol-1",
     ]

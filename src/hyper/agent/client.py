@@ -149,6 +149,9 @@ class AgentClient:
     async def setup_pod(self, setup: messages.SetupPod) -> None:
         await self.call("setup_pod", setup.to_wire())
 
+    async def setup_network(self, setup: messages.SetupNetwork) -> None:
+        await self.call("setup_network", setup.to_wire())
+
     async def add_container(self, spec: messages.AddContainer) -> None:
         await self.call("add_container", spec.to_wire())
 

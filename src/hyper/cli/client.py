@@ -19,7 +19,7 @@ import socket
 import ssl
 import urllib.parse
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from hyper import errors
 
@@ -39,9 +39,12 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class Client:
-    def __init__(self, endpoint: str, *, timeout: float | None = 600.0) -> None:
+    def __init__(
+        self, endpoint: str, *, timeout: float | None = 600.0, tenant: str | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.tenant = tenant  # interim operator-only header, until tenancy (issue 8)
         url = urllib.parse.urlsplit(endpoint)
         if url.scheme == "unix":
             self._unix: str | None = url.path
@@ -65,16 +68,25 @@ class Client:
         params: dict[str, Any] | None,
         body: Any,
         timeout: float | None,
+        upload: BinaryIO | None = None,
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         connection = self._connection(timeout)
         target = "/v1" + path + _query(params)
         headers = {"Host": "hyperd"}
-        payload = None
+        if self.tenant:
+            headers["X-Hyper-Tenant"] = self.tenant
+        payload: bytes | BinaryIO | None = None
         if body is not None:
             payload = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        elif upload is not None:  # sent chunked, as it is read
+            payload = upload
+            headers["Content-Type"] = "application/x-tar"
+            headers["Transfer-Encoding"] = "chunked"
         try:
-            connection.request(method, target, body=payload, headers=headers)
+            connection.request(
+                method, target, body=payload, headers=headers, encode_chunked=upload is not None
+            )
             response = connection.getresponse()
         except (FileNotFoundError, ConnectionRefusedError):
             connection.close()
@@ -109,6 +121,27 @@ class Client:
         finally:
             connection.close()
         return json.loads(data) if data else None
+
+    def upload(self, path: str, source: BinaryIO) -> Any:
+        """POST the bytes of ``source`` (an archive); the JSON answer."""
+        connection, response = self._send("POST", path, None, None, None, upload=source)
+        try:
+            data = response.read(MAX_ANSWER)
+        finally:
+            connection.close()
+        return json.loads(data) if data else None
+
+    def download(self, path: str, into: BinaryIO, *, params: dict[str, Any] | None = None) -> int:
+        """GET a binary answer (an archive) into ``into``; the number of bytes."""
+        connection, response = self._send("GET", path, params, None, None)
+        size = 0
+        try:
+            while chunk := response.read(1 << 20):
+                into.write(chunk)
+                size += len(chunk)
+        finally:
+            connection.close()
+        return size
 
     def stream(
         self, method: str, path: str, *, params: dict[str, Any] | None = None
@@ -170,7 +203,9 @@ def _error(status: int, data: bytes) -> errors.HyperError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return errors.by_kind(str(body.get("kind")), errors.HyperError)(body["message"])
-    if isinstance(body, dict) and "detail" in body:  # FastAPI's own validation answers
+    if isinstance(body, dict) and "detail" in body:  # FastAPI's own answers: no such route,
+        if status == 404:  # (a name with a slash where a container's goes), or invalid
+            return errors.NotFound(_detail(body["detail"]))
         return errors.InvalidArgument(_detail(body["detail"]))
     return errors.HyperError(f"hyperd answered {status}: {data[:200]!r}")
 

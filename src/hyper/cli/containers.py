@@ -3,6 +3,7 @@ exec, attach, inspect, wait, stats, top, events."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -13,6 +14,9 @@ from hyper import errors
 from hyper.cli import output
 from hyper.cli.client import Client
 
+REMOVAL_TIMEOUT = 60.0
+"""Seconds `run --rm` waits for hyperd to remove the container once it has exited."""
+
 
 def create_body(args: Any) -> dict[str, Any]:
     labels = {}
@@ -22,7 +26,7 @@ def create_body(args: Any) -> dict[str, Any]:
     entrypoint = None
     if args.entrypoint is not None:
         entrypoint = [args.entrypoint] if args.entrypoint else []
-    return {
+    body = {
         "image": args.image,
         "name": args.name,
         "command": list(args.command) or None,
@@ -39,12 +43,38 @@ def create_body(args: Any) -> dict[str, Any]:
         "labels": labels,
         "auto_remove": getattr(args, "rm", False),
     }
+    if getattr(args, "volume", None):
+        body["volumes"] = list(args.volume)
+    if getattr(args, "network", ""):
+        body["network"] = args.network
+    if getattr(args, "publish", None):
+        body["ports"] = list(args.publish)
+    if getattr(args, "link", None):
+        body["links"] = list(args.link)
+    return body
 
 
 def create(client: Client, args: Any) -> int:
-    created = client.call("POST", "/containers", body=create_body(args))
+    created = _create(client, args)
     print(created["id"])
     return 0
+
+
+def _create(client: Client, args: Any) -> Any:
+    """Create the container, pulling its image first as ``--pull`` says (docker's way: the
+    client pulls when the daemon answers that the image is missing)."""
+    from hyper.cli.images import pull_image
+
+    if args.pull == "always":
+        pull_image(client, args.image, to=sys.stderr)
+    try:
+        return client.call("POST", "/containers", body=create_body(args))
+    except errors.NotFound as exc:
+        if args.pull != "missing" or not str(exc).startswith("no such image"):
+            raise
+    print(f"Unable to find image '{args.image}' locally", file=sys.stderr)
+    pull_image(client, args.image, to=sys.stderr)
+    return client.call("POST", "/containers", body=create_body(args))
 
 
 def run(client: Client, args: Any) -> int:
@@ -55,7 +85,7 @@ def run(client: Client, args: Any) -> int:
         return 1
     if args.detach and args.rm and args.restart != "no":
         raise errors.InvalidArgument("--rm and --restart cannot be combined")
-    created = client.call("POST", "/containers", body=create_body(args))
+    created = _create(client, args)
     if args.detach:
         try:
             client.call("POST", f"/containers/{created['id']}/start")
@@ -64,7 +94,14 @@ def run(client: Client, args: Any) -> int:
             return errors.start_failure_status(type(exc).__name__)
         print(created["id"])
         return 0
-    return _attached(client, created["id"], stdin=args.interactive, tty=args.tty, start=True)
+    status = _attached(client, created["id"], stdin=args.interactive, tty=args.tty, start=True)
+    if args.rm:  # as docker's CLI: when `run --rm` returns, the container is gone
+        with contextlib.suppress(errors.HyperError):
+            client.call(
+                "POST", f"/containers/{created['id']}/wait", params={"condition": "removed"},
+                timeout=REMOVAL_TIMEOUT,
+            )  # fmt: skip
+    return status
 
 
 def _attached(client: Client, ref: str, *, stdin: bool, tty: bool, start: bool) -> int:
@@ -134,7 +171,7 @@ def ps(client: Client, args: Any) -> int:
     if args.format == "json":
         output.emit_json(views)
         return 0
-    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES")]
+    rows = [("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES")]
     for view in views:
         command = " ".join(view.get("command") or view.get("entrypoint") or [])
         rows.append(
@@ -144,11 +181,18 @@ def ps(client: Client, args: Any) -> int:
                 json.dumps(command[:20] + ("…" if len(command) > 20 else "")),
                 output.ago(view["created_at"]),
                 output.status(view),
+                ", ".join(_port(p) for p in view.get("ports", [])),
                 view["name"],
             )
         )
     output.table(rows)
     return 0
+
+
+def _port(published: str) -> str:
+    """``127.0.0.1:8080:80/tcp`` or ``8080:80/tcp`` as docker shows it: ``0.0.0.0:8080->80/tcp``."""
+    *host, container = published.split(":")
+    return f"{host[0] if len(host) == 2 else '0.0.0.0'}:{host[-1]}->{container}"
 
 
 def logs(client: Client, args: Any) -> int:
@@ -210,8 +254,11 @@ def inspect(client: Client, args: Any) -> int:
             try:
                 found.append(client.call("GET", f"/pods/{ref}"))
             except errors.NotFound:
-                print(f"hyper: no such container or pod: {ref}", file=sys.stderr)
-                status = 1
+                try:
+                    found.append(client.call("GET", f"/images/{ref}/json"))
+                except (errors.NotFound, errors.InvalidArgument):
+                    print(f"hyper: no such container, pod or image: {ref}", file=sys.stderr)
+                    status = 1
     output.emit_json(found)
     return status
 

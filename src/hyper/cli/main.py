@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from hyper.cli import networks, templates, volumes  # their parsers only: nothing more at start-up
+
 
 def _process_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -36,12 +38,26 @@ def _container_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--memory", help="memory of the VM, e.g. 512M or 1G")
     parser.add_argument("--cpus", type=int, help="vCPUs of the VM")
     parser.add_argument("--entrypoint", help="replace the image's entrypoint")
+    parser.add_argument(
+        "-v",
+        "--volume",
+        action="append",
+        default=[],
+        metavar="[NAME:]PATH[:ro]",
+        help="mount a volume (NAME:/data, anonymous /data; /host/dir:/data for the operator)",
+    )
     parser.add_argument("--hostname", help="host name of the pod")
     parser.add_argument(
         "--restart", default="no", help="no, on-failure[:N] or always (default: no)"
     )
     parser.add_argument(
         "-l", "--label", action="append", default=[], metavar="KEY=VALUE", help="add a label"
+    )
+    parser.add_argument(
+        "--pull",
+        choices=("missing", "always", "never"),
+        default="missing",
+        help="pull the image: missing (default), always or never",
     )
     parser.add_argument("image", metavar="IMAGE")
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
@@ -59,6 +75,59 @@ def _filter(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _image_verbs(verbs: Any) -> None:
+    pull = verbs.add_parser("pull", help="pull an image from a registry")
+    pull.add_argument("-q", "--quiet", action="store_true", help="no progress, only the name")
+    pull.add_argument("image", metavar="NAME[:TAG|@DIGEST]")
+    push = verbs.add_parser("push", help="push an image to a registry")
+    push.add_argument("-q", "--quiet", action="store_true", help="no progress")
+    push.add_argument("image", metavar="NAME[:TAG]")
+    images = verbs.add_parser("images", help="list images")
+    images.add_argument("-q", "--quiet", action="store_true", help="only ids")
+    _format(images)
+    rmi = verbs.add_parser("rmi", help="remove images")
+    rmi.add_argument("-f", "--force", action="store_true", help="even if a container uses it")
+    rmi.add_argument("images", nargs="+", metavar="IMAGE")
+    tag = verbs.add_parser("tag", help="give an image another name")
+    tag.add_argument("source", metavar="SOURCE[:TAG]")
+    tag.add_argument("target", metavar="TARGET[:TAG]")
+    history = verbs.add_parser("history", help="the layers of an image and how they were made")
+    history.add_argument("--no-trunc", action="store_true", help="do not shorten the commands")
+    _format(history)
+    history.add_argument("image", metavar="IMAGE")
+    save = verbs.add_parser("save", help="write images to a tar archive (docker save format)")
+    save.add_argument("-o", "--output", metavar="FILE", help="the archive (default: stdout)")
+    save.add_argument(
+        "--format", choices=("docker", "oci"), default="docker", help="docker (default) or oci"
+    )
+    save.add_argument("images", nargs="+", metavar="IMAGE")
+    load = verbs.add_parser("load", help="load images from a tar archive (docker or OCI)")
+    load.add_argument("-i", "--input", metavar="FILE", help="the archive (default: stdin)")
+    commit = verbs.add_parser("commit", help="a new image from a running container's changes")
+    commit.add_argument("-m", "--message", help="commit message")
+    commit.add_argument("-a", "--author", help="author")
+    commit.add_argument(
+        "-c",
+        "--change",
+        action="append",
+        default=[],
+        metavar="INSTRUCTION",
+        help="a Dockerfile instruction to apply (CMD, ENTRYPOINT, ENV, WORKDIR, USER, LABEL...)",
+    )
+    commit.add_argument("container", metavar="CONTAINER")
+    commit.add_argument("reference", nargs="?", metavar="REPOSITORY[:TAG]")
+    login = verbs.add_parser("login", help="log in to a registry (hyperd keeps the credentials)")
+    login.add_argument("-u", "--username", help="user name")
+    login.add_argument("-p", "--password", help="password (prefer --password-stdin)")
+    login.add_argument("--password-stdin", action="store_true", help="read the password")
+    login.add_argument("server", nargs="?", metavar="SERVER", help="default: docker.io")
+    logout = verbs.add_parser("logout", help="forget the credentials of a registry")
+    logout.add_argument("server", nargs="?", metavar="SERVER", help="default: docker.io")
+    image = verbs.add_parser("image", help="manage images")
+    image_verbs = image.add_subparsers(dest="image_verb", metavar="COMMAND", required=True)
+    image_verbs.add_parser("prune", help="free the blobs no image uses")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hyper", description="Run containers, each in its own lightweight virtual machine."
@@ -72,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-H", "--host", metavar="URL", help="hyperd to talk to (unix:///path or https://host:port)"
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument(
+        "--tenant",
+        metavar="TENANT",
+        help="act as this tenant (interim, operator only, until tenancy: docs/network.md)",
+    )
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
     run = verbs.add_parser("run", help="run a command in a new container, in a new micro-VM")
@@ -80,6 +154,25 @@ def build_parser() -> argparse.ArgumentParser:
     _container_flags(run)
     create = verbs.add_parser("create", help="create a container without starting it")
     _container_flags(create)
+    for verb in (run, create):
+        verb.add_argument(
+            "--network", default="", help="the network to join (default: default; none: no NIC)"
+        )
+        verb.add_argument(
+            "-p",
+            "--publish",
+            action="append",
+            default=[],
+            metavar="[HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]",
+            help="publish a container's port on the host",
+        )
+        verb.add_argument(
+            "--link",
+            action="append",
+            default=[],
+            metavar="CONTAINER[:ALIAS]",
+            help="the alias resolves to that container (on the same network)",
+        )
 
     start = verbs.add_parser("start", help="start stopped containers")
     start.add_argument("-a", "--attach", action="store_true", help="attach to its output")
@@ -115,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     attach = verbs.add_parser("attach", help="attach to a running container's main process")
     attach.add_argument("--no-stdin", action="store_true", help="do not attach stdin")
     attach.add_argument("container", metavar="CONTAINER")
-    inspect = verbs.add_parser("inspect", help="details of containers or pods, as JSON")
+    inspect = verbs.add_parser("inspect", help="details of containers, pods or images, as JSON")
     inspect.add_argument("names", nargs="+", metavar="NAME")
     wait = verbs.add_parser("wait", help="wait for containers to stop; print their codes")
     wait.add_argument("containers", nargs="+", metavar="CONTAINER")
@@ -170,12 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
             verb.add_argument("-f", "--force", action="store_true", help="also running ones")
         verb.add_argument("pods", nargs="+", metavar="POD")
 
+    _image_verbs(verbs)
+    volumes.add_parsers(verbs)
+    networks.add_parsers(verbs)
+    templates.add_parsers(verbs)
     info = verbs.add_parser("info", help="the daemon, the guest, the accelerator")
     _format(info)
     version = verbs.add_parser("version", help="versions of the client and the daemon")
     _format(version)
-    images = verbs.add_parser("images", help="list local images")
-    _format(images)
     verbs.add_parser("setup", help="build the guest, probe the accelerator, make `busybox`")
     guest = verbs.add_parser("guest", help="the guest kernel and initramfs (local)")
     guest_verbs = guest.add_subparsers(dest="guest_verb", metavar="COMMAND", required=True)
@@ -187,7 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LOCAL = ("setup", "guest", "images", "completion")
+LOCAL = ("setup", "guest", "completion")
+IMAGE_VERBS = (
+    "pull",
+    "push",
+    "images",
+    "rmi",
+    "tag",
+    "history",
+    "save",
+    "load",
+    "commit",
+    "login",
+    "logout",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -228,6 +336,17 @@ def _dispatch(args: Any) -> int:
         from hyper.cli import pods
 
         return pods.main(client, args)
+    if args.verb in IMAGE_VERBS or args.verb == "image":
+        from hyper.cli import images
+
+        image_verb: Any = getattr(images, args.image_verb if args.verb == "image" else args.verb)
+        return int(image_verb(client, args))
+    if args.verb in ("volume", "snapshot"):
+        return int(getattr(volumes, args.verb)(client, args))
+    if args.verb in ("network", "fip"):
+        return int(getattr(networks, args.verb)(client, args))
+    if args.verb == "template":
+        return templates.template(client, args)
     if args.verb in ("info", "version"):
         from hyper.cli import admin
 
@@ -254,8 +373,8 @@ def client_from(args: Any) -> Any:
 
     host = args.host or os.environ.get("HYPER_HOST")
     if host:
-        return Client(host)
-    return Client(endpoint(None, str(settings_from(args).daemon.socket)))
+        return Client(host, tenant=args.tenant)
+    return Client(endpoint(None, str(settings_from(args).daemon.socket)), tenant=args.tenant)
 
 
 if __name__ == "__main__":

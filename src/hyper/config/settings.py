@@ -24,10 +24,21 @@ Example::
     tls_cert = "/etc/hyper/tls/cert.pem"
     tls_key = "/etc/hyper/tls/key.pem"
 
+    [template]
+    boot = "template"             # clone VM templates ("cold": boot every VM)
+    memory_dir = "/dev/shm/hyper" # templates' RAM files (tmpfs)
+
     [registry]
     insecure = ["localhost:5000"]  # plain HTTP for these registries only
     ca_dir = "/etc/hyper/certs.d"  # <ca_dir>/<host:port>/ca.crt, like docker's certs.d
     max_concurrent_downloads = 3
+
+    [network]
+    prefix = "hy"                 # our bridges and taps start with this (default: from state_dir)
+    table = "hyper"               # the nftables tables hyperd owns (default: from state_dir)
+    subnet_pool = "10.88.0.0/16"  # automatic subnets are carved from here
+    uplink = "eth0"               # NAT and floating IPs leave here; empty: the default route's
+    fip_pool = ["203.0.113.16/28"]
 
 Every key is documented on its dataclass field below.
 """
@@ -35,6 +46,9 @@ Every key is documented on its dataclass field below.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import ipaddress
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +113,20 @@ class ContainerSettings:
 
 
 @dataclass(frozen=True)
+class TemplateSettings:
+    boot: str = "template"
+    """How pods start: "template" clones a VM template of the pod's shape (built on first need;
+    a cold boot when no template can be used, with the reason logged), "cold" boots every VM.
+    A pod labelled ``hyper.boot=cold`` boots cold whatever this says."""
+    memory_dir: str = ""
+    """Where templates' RAM files live (a tmpfs, e.g. /dev/shm/hyper); empty: in the template's
+    directory under ``paths.run_dir`` (a tmpfs when that is /run)."""
+    share_across_tenants: bool = True
+    """False: pods labelled with different ``hyper.tenant`` values never clone the same
+    template, so no guest memory is shared between tenants (docs/templates.md)."""
+
+
+@dataclass(frozen=True)
 class DaemonSettings:
     socket: Path = Path("/run/hyper/hyperd.sock")
     """hyperd's unix socket (mode 0600: the local operator). Clients: ``-H`` or $HYPER_HOST."""
@@ -130,13 +158,45 @@ class RegistrySettings:
 
 
 @dataclass(frozen=True)
+class NetworkSettings:
+    """Pod networking (docs/network.md). Every host object hyperd makes carries ``prefix`` or
+    lives in ``table``, so several hyperds (tests) share a host without touching each other."""
+
+    enabled: bool = True
+    """False: pods get no NIC unless a network is named (and none can be created)."""
+    prefix: str = ""
+    """Start of the names of our links (``<prefix>b<id>`` bridges, ``<prefix>t<id>`` taps):
+    1-5 of [a-z0-9], so a name fits the kernel's 15 characters. Empty: ``h`` and 4 hex digits
+    of a hash of ``paths.state_dir`` (stable across restarts; two hyperds with different state
+    never share a name). Use `network_settings` to read it."""
+    table: str = ""
+    """The nftables tables (families inet and bridge) that hyperd owns and rewrites whole.
+    Empty: ``hyper_`` and 8 hex digits of the same hash."""
+    subnet_pool: str = "10.88.0.0/16"
+    """IPv4 range from which networks created without a subnet get theirs."""
+    subnet_prefix: int = 24
+    """Prefix length of automatic subnets."""
+    uplink: str = ""
+    """Interface that NATed and floating-IP traffic leaves by; empty: the default route's."""
+    fip_pool: tuple[str, ...] = ()
+    """Public addresses tenants may allocate as floating IPs: CIDRs or ``first-last`` ranges."""
+    dns: bool = True
+    """Run a dnsmasq per network (on its gateway address) so containers resolve each other."""
+    dnsmasq: str = "dnsmasq"
+    upstream_dns: tuple[str, ...] = ()
+    """Servers dnsmasq forwards other names to; empty: the host's /etc/resolv.conf."""
+
+
+@dataclass(frozen=True)
 class Settings:
     paths: Paths = field(default_factory=Paths)
     vm: VmSettings = field(default_factory=VmSettings)
     guest: GuestSettings = field(default_factory=GuestSettings)
     container: ContainerSettings = field(default_factory=ContainerSettings)
+    template: TemplateSettings = field(default_factory=TemplateSettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     registry: RegistrySettings = field(default_factory=RegistrySettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
 
     @property
     def auth_file(self) -> Path:
@@ -156,13 +216,58 @@ class Settings:
             raise InvalidArgument("daemon.tcp needs daemon.tls_cert and daemon.tls_key")
         if self.daemon.log_max_bytes < 4096 or not 1 <= self.daemon.log_max_files <= 100:
             raise InvalidArgument("daemon.log_max_bytes >= 4096, daemon.log_max_files 1..100")
+        if self.template.boot not in ("template", "cold"):
+            raise InvalidArgument(
+                f"template.boot must be template or cold, not {self.template.boot!r}"
+            )
+        if self.template.memory_dir and not self.template.memory_dir.startswith("/"):
+            raise InvalidArgument("template.memory_dir must be an absolute path")
         if bool(self.guest.kernel) != bool(self.guest.initrd):
             raise InvalidArgument("guest.kernel and guest.initrd are configured together")
         if not 1 <= self.registry.max_concurrent_downloads <= 32:
             raise InvalidArgument("registry.max_concurrent_downloads must be between 1 and 32")
         if self.registry.auth_file and not self.registry.auth_file.startswith("/"):
             raise InvalidArgument("registry.auth_file must be an absolute path")
+        _validate_network(self.network)
         return self
+
+
+def network_settings(settings: Settings) -> NetworkSettings:
+    """``settings.network`` with the names derived from the state directory filled in."""
+    net = settings.network
+    digest = hashlib.sha256(str(settings.paths.state_dir).encode()).hexdigest()
+    return dataclasses.replace(
+        net, prefix=net.prefix or f"h{digest[:4]}", table=net.table or f"hyper_{digest[:8]}"
+    )
+
+
+def _validate_network(net: NetworkSettings) -> None:
+    if net.prefix and not re.fullmatch(r"[a-z][a-z0-9]{0,4}", net.prefix):
+        raise InvalidArgument("network.prefix must be 1-5 of [a-z0-9], starting with a letter")
+    if net.table and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,31}", net.table):
+        raise InvalidArgument("network.table must be 1-32 of [A-Za-z0-9_], starting with a letter")
+    if net.uplink and not re.fullmatch(r"[A-Za-z0-9_.@-]{1,15}", net.uplink):
+        raise InvalidArgument("network.uplink must be an interface name")
+    try:
+        pool = ipaddress.IPv4Network(net.subnet_pool)
+    except ValueError as exc:
+        raise InvalidArgument(f"network.subnet_pool: {exc}") from None
+    if not pool.prefixlen <= net.subnet_prefix <= 29:
+        raise InvalidArgument(f"network.subnet_prefix must be in {pool.prefixlen}..29")
+    for entry in (*net.fip_pool, *net.upstream_dns):
+        try:
+            if "-" in entry:
+                first, last = (ipaddress.IPv4Address(a.strip()) for a in entry.split("-", 1))
+                if last < first:
+                    raise ValueError("the range ends before it starts")
+            elif entry in net.upstream_dns:
+                ipaddress.IPv4Address(entry)
+            else:
+                ipaddress.IPv4Network(entry)
+        except ValueError as exc:
+            raise InvalidArgument(
+                f"network: {entry!r} is not an IPv4 address or range: {exc}"
+            ) from None
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -170,8 +275,10 @@ _SECTIONS: dict[str, type[Any]] = {
     "vm": VmSettings,
     "guest": GuestSettings,
     "container": ContainerSettings,
+    "template": TemplateSettings,
     "daemon": DaemonSettings,
     "registry": RegistrySettings,
+    "network": NetworkSettings,
 }
 
 

@@ -22,9 +22,18 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from hyper import __version__, errors
-from hyper.daemon import relay, views
+from hyper.daemon import images, networks, relay, templates, views, volumes
 from hyper.daemon.schemas import ContainerCreate, Created, ExecConfig, PodCreate
-from hyper.model.pod import ContainerSpec, PodSpec, check_name, parse_memory, pod_from_dict
+from hyper.model.mount import parse_mounts
+from hyper.model.pod import (
+    ContainerSpec,
+    PodSpec,
+    check_name,
+    parse_link,
+    parse_memory,
+    pod_from_dict,
+)
+from hyper.model.ports import PortMap
 from hyper.model.restart import RestartPolicy
 from hyper.service.core import Services
 from hyper.shim.logs import LogEntry
@@ -56,6 +65,10 @@ def create_app(services: Services) -> FastAPI:
         redoc_url=None,
     )
     pods = services.pods
+    app.include_router(images.router(services))
+    app.include_router(volumes.router(services))
+    app.include_router(networks.router(services))
+    app.include_router(templates.router(services))
 
     @app.exception_handler(errors.HyperError)
     async def _hyper_error(request: Request, exc: errors.HyperError) -> JSONResponse:
@@ -107,7 +120,7 @@ def create_app(services: Services) -> FastAPI:
     # ------------------------------------------------------------ containers
 
     @app.post("/v1/containers", status_code=201)
-    async def create_container(request: ContainerCreate) -> Created:
+    async def create_container(request: ContainerCreate, http: Request) -> Created:
         name = request.name or services.new_name()
         check_name(name, "container name")
         spec = PodSpec(
@@ -128,14 +141,19 @@ def create_app(services: Services) -> FastAPI:
                     user=request.user,
                     tty=request.tty,
                     stdin=request.stdin,
+                    volumes=parse_mounts(request.volumes),
                 ),
             ),
+            network=request.network,
+            ports=tuple(PortMap.parse(p) for p in request.ports),
+            links=tuple(parse_link(link) for link in request.links),
         )
         pod = await pods.create(
             spec,
             restart=RestartPolicy.parse(request.restart),
             labels=request.labels,
             auto_remove=request.auto_remove,
+            caller=volumes.caller(http),
         )
         return Created(id=pod.containers[0].id, name=pod.containers[0].name)
 
@@ -329,13 +347,14 @@ def create_app(services: Services) -> FastAPI:
     # ------------------------------------------------------------ pods
 
     @app.post("/v1/pods", status_code=201)
-    async def create_pod(request: Annotated[PodCreate, Body()]) -> Created:
+    async def create_pod(request: Annotated[PodCreate, Body()], http: Request) -> Created:
         spec = pod_from_dict(request.spec, services.new_name())
         pod = await pods.create(
             spec,
             restart=RestartPolicy.parse(request.restart),
             labels=request.labels,
             auto_remove=request.auto_remove,
+            caller=volumes.caller(http),
         )
         return Created(id=pod.id, name=pod.name)
 

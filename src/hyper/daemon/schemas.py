@@ -39,6 +39,13 @@ class ContainerCreate(Strict):
     restart: Annotated[str, Field(max_length=64)] = "no"
     labels: Annotated[dict[Annotated[str, Field(max_length=256)], Text], Field(max_length=256)] = {}
     auto_remove: bool = False
+    volumes: Annotated[list[Annotated[str, Field(max_length=8200)]], Field(max_length=64)] = []
+    network: Annotated[str, Field(max_length=63)] = ""
+    """The tenant's network to join ("": its default network; "none": no NIC)."""
+    ports: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=256)] = []
+    """Published ports: ``[HOST_IP:]HOST_PORT:CONTAINER_PORT[/tcp|udp]``."""
+    links: Annotated[list[Annotated[str, Field(max_length=128)]], Field(max_length=64)] = []
+    """``CONTAINER[:ALIAS]``: the alias resolves to that container inside this one."""
 
 
 class PodCreate(Strict):
@@ -66,3 +73,25 @@ class ExecConfig(Strict):
 class Created(BaseModel):
     id: str
     name: str
+
+
+class CommitRequest(Strict):
+    """``docker commit``: a running container's changes as a new image."""
+
+    container: Annotated[str, Field(min_length=1, max_length=256)]
+    reference: Annotated[str, Field(max_length=512)] = ""
+    comment: Text = ""
+    author: Annotated[str, Field(max_length=1024)] = ""
+    changes: Annotated[list[Text], Field(max_length=256)] = []
+
+
+class LoginRequest(Strict):
+    """Credentials hyperd checks against a registry, then keeps for its pulls and pushes."""
+
+    registry: Annotated[str, Field(max_length=512)] = ""
+    username: Annotated[str, Field(min_length=1, max_length=1024)]
+    password: Annotated[str, Field(min_length=1, max_length=8192)]
+
+
+class LogoutRequest(Strict):
+    registry: Annotated[str, Field(max_length=512)] = ""

@@ -35,6 +35,8 @@ def container(pod: PodRecord, record: ContainerRecord) -> dict[str, Any]:
         "labels": pod.labels,
         "restart_policy": pod.restart,
         "auto_remove": pod.auto_remove,
+        "ports": list(pod.spec.get("ports", [])),
+        "network": pod.spec.get("network", ""),
     }
 
 

@@ -70,6 +70,8 @@ class PreparedKernel:
     """(name, uncompressed .ko) in load order; built-in modules are absent."""
     initrd_compressions: frozenset[str]
     """The initramfs compressions the kernel can unpack (``CONFIG_RD_*``), plus ``none``."""
+    wanted: frozenset[str] = frozenset()
+    """The modules asked for when it was prepared (a newer :data:`kmod.WANTED` re-prepares)."""
 
     @classmethod
     def load(cls, directory: Path) -> PreparedKernel:
@@ -82,10 +84,15 @@ class PreparedKernel:
             kernel_format=data["kernel_format"],
             modules=tuple((name, directory / "modules" / f"{name}.ko") for name in data["modules"]),
             initrd_compressions=frozenset(data["initrd_compressions"]),
+            wanted=frozenset(data.get("wanted", data["modules"])),
         )
 
-    def is_complete(self) -> bool:
-        return self.kernel.is_file() and all(path.is_file() for _, path in self.modules)
+    def is_complete(self, wanted: Sequence[str] = kmod.WANTED) -> bool:
+        return (
+            self.kernel.is_file()
+            and all(path.is_file() for _, path in self.modules)
+            and set(wanted) <= self.wanted
+        )
 
 
 def _run(argv: Sequence[str], timeout: float = _TOOL_TIMEOUT, **kwargs: Any) -> str:
@@ -260,6 +267,7 @@ def prepare(package: Package, directory: Path, wanted: Sequence[str] = kmod.WANT
             "kernel": kernel_name,
             "kernel_format": kernel_format,
             "modules": [module.name for module in modules],
+            "wanted": list(wanted),
             "depends": {module.name: list(module.depends) for module in modules},
             "initrd_compressions": sorted(initrd_compressions(config)),
         }

@@ -31,9 +31,13 @@ WANTED: tuple[str, ...] = (
     "net_failover",
     "virtio_net",
     "virtio_pci",
+    "scsi_mod",
+    "sd_mod",
+    "virtio_scsi",
 )
 """What the guest uses: virtio-mmio devices, the agent's serial port, disks, erofs + overlay
-root filesystems, networking; virtio_pci for ``microvm,pcie=on`` (harmless otherwise)."""
+root filesystems, networking; virtio_pci for ``microvm,pcie=on`` (harmless otherwise);
+virtio-scsi, through which every disk is hot-plugged after the agent is up (docs/vmm.md)."""
 
 _SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz", ".ko.bz2")
 

@@ -8,6 +8,9 @@ from ``hyper run`` flags or from a pod file (YAML or JSON)::
     cpus: 1                    # vCPUs of the VM
     memory: 256M               # RAM of the VM (K, M, G suffixes; a bare number is MiB)
     labels: {team: web}        # optional; free-form strings
+    network: default           # the tenant's network to join; "none": no NIC
+    ports: ["8080:80", "127.0.0.1:5353:53/udp"]   # published: [HOST_IP:]HOST:CONTAINER[/proto]
+    links: ["db:database"]     # CONTAINER[:ALIAS]: the alias resolves to that container here
     containers:
       - name: server           # unique within the pod
         image: busybox
@@ -18,6 +21,7 @@ from ``hyper run`` flags or from a pod file (YAML or JSON)::
         user: ""               # name, uid, uid:gid or name:group
         tty: false
         stdin: false
+        volumes: [data:/data, /cache, "logs:/var/log:ro"]   # see hyper.model.mount
 
 Everything is validated here, with an error that names the field, before any VM starts.
 """
@@ -29,10 +33,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hyper.errors import InvalidArgument
+from hyper.model.mount import Mount, parse_mounts
+from hyper.model.ports import PortMap
 
 NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _SIZE = re.compile(r"(\d+)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
-_POD_KEYS = {"name", "hostname", "cpus", "memory", "containers", "labels"}
+_POD_KEYS = {
+    "name", "hostname", "cpus", "memory", "containers", "labels", "network", "ports", "links",
+}  # fmt: skip
 _CONTAINER_KEYS = {
     "name",
     "image",
@@ -43,6 +51,7 @@ _CONTAINER_KEYS = {
     "user",
     "tty",
     "stdin",
+    "volumes",
 }
 
 
@@ -57,6 +66,7 @@ class ContainerSpec:
     user: str = ""
     tty: bool = False
     stdin: bool = False
+    volumes: tuple[Mount, ...] = ()
 
     def __post_init__(self) -> None:
         check_name(self.name, "container name")
@@ -85,6 +95,8 @@ class ContainerSpec:
             data["tty"] = True
         if self.stdin:
             data["stdin"] = True
+        if self.volumes:
+            data["volumes"] = [str(m) for m in self.volumes]
         return data
 
 
@@ -96,9 +108,20 @@ class PodSpec:
     cpus: int = 0  # 0: the configured default
     memory_mb: int = 0  # 0: the configured default
     labels: dict[str, str] = field(default_factory=dict)
+    network: str = ""  # "": the tenant's default network (when networking is on); "none"
+    ports: tuple[PortMap, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()  # (container, alias)
 
     def __post_init__(self) -> None:
         check_name(self.name, "pod name")
+        if self.network:
+            check_name(self.network, "network")
+        for target, alias in self.links:
+            check_name(target, "linked container")
+            check_name(alias, "link alias")
+        bound = [(p.host_ip, p.host_port, p.protocol) for p in self.ports]
+        if len(set(bound)) != len(bound):
+            raise InvalidArgument(f"pod {self.name}: a host port is published twice")
         if not self.containers:
             raise InvalidArgument(f"pod {self.name}: at least one container is required")
         names = [c.name for c in self.containers]
@@ -125,6 +148,12 @@ class PodSpec:
             data["memory"] = self.memory_mb  # a bare number is MiB
         if self.labels:
             data["labels"] = dict(self.labels)
+        if self.network:
+            data["network"] = self.network
+        if self.ports:
+            data["ports"] = [str(p) for p in self.ports]
+        if self.links:
+            data["links"] = [f"{target}:{alias}" for target, alias in self.links]
         return data
 
     def container(self, name: str) -> ContainerSpec:
@@ -210,6 +239,7 @@ def pod_from_dict(data: Any, default_name: str) -> PodSpec:
                 user=raw.get("user", ""),
                 tty=raw.get("tty", False),
                 stdin=raw.get("stdin", False),
+                volumes=parse_mounts(raw.get("volumes", []), f"{where}.volumes"),
             )
         )
     cpus = data.get("cpus", 0)
@@ -231,4 +261,25 @@ def pod_from_dict(data: Any, default_name: str) -> PodSpec:
         cpus=cpus,
         memory_mb=parse_memory(data["memory"]) if "memory" in data else 0,
         labels=dict(labels),
+        network=_string(data.get("network", ""), "network"),
+        ports=tuple(PortMap.parse(p) for p in _strings(data.get("ports", []), "ports")),
+        links=tuple(parse_link(link) for link in _strings(data.get("links", []), "links")),
     )
+
+
+def parse_link(text: str) -> tuple[str, str]:
+    """``CONTAINER[:ALIAS]`` (docker's --link): the alias defaults to the container's name."""
+    target, _, alias = text.partition(":")
+    return check_name(target, "linked container"), check_name(alias or target, "link alias")
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{where} must be a string")
+    return value
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f"{where} must be a list of strings")
+    return value

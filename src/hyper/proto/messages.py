@@ -16,7 +16,9 @@ Version 1 of the protocol (the only one so far) has these operations:
 =================  =========================================================================
 ``hello``          agree on the version and the stream window; the guest says who it is
 ``setup_pod``      hostname, clock and entropy for this VM (also after a template resume)
-``add_container``  mount a container's root filesystem from a disk, by the disk's serial
+``setup_network``  the pod's NIC: MAC, address, default route, name servers, extra host names
+``add_container``  mount a container's root filesystem from a disk, by the disk's serial, and
+                   its volumes (other disks) at their paths, before any process starts
 ``exec``           start a process in a container; its stdio flows on DATA streams
 ``signal``         send a signal to a process
 ``resize``         set a process's terminal size
@@ -25,6 +27,7 @@ Version 1 of the protocol (the only one so far) has these operations:
 ``processes``      the processes of one container (its cgroup), like ``ps``
 ``export``         stream a tar of a container's changes (its overlay upper layer) on a DATA
                    stream, as a process: its result is ``ExecResult`` and it ends with ``exit``
+``freeze``         freeze (``FIFREEZE``) or thaw (``FITHAW``) a volume's file system, by disk
 ``ping``           nothing: proves the agent answers
 ``shutdown``       sync and power the VM off
 =================  =========================================================================
@@ -270,6 +273,7 @@ class SetupPod(NamedTuple):
     time_ns: int
     entropy: str  # hex, mixed into the guest's RNG
     sysctls: dict[str, str] = {}
+    machine_id: str = ""  # 32 lowercase hex digits (/etc/machine-id); "": left as it is
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -277,6 +281,7 @@ class SetupPod(NamedTuple):
             "time_ns": self.time_ns,
             "entropy": self.entropy,
             "sysctls": self.sysctls,
+            "machine_id": self.machine_id,
         }
 
     @classmethod
@@ -295,12 +300,119 @@ class SetupPod(NamedTuple):
             if not re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_-]+)+", key):
                 raise ProtocolError(f"sysctl name {key!r} is not valid")
             checked[key] = _require_str(value, "sysctl value", 256)
+        machine_id = _require_str(args.get("machine_id", ""), "machine_id", 32)
+        if machine_id and not re.fullmatch(r"[0-9a-f]{32}", machine_id):
+            raise ProtocolError("machine_id must be 32 lowercase hex digits")
         return cls(
             hostname,
             _require_int(_get(args, "time_ns"), "time_ns", 0, 2**63 - 1),
             entropy,
             checked,
+            machine_id,
         )
+
+
+class VolumeMount(NamedTuple):
+    """A volume's disk (by serial) mounted at ``target`` inside the container's root.
+
+    ``target`` is absolute with no ``.``/``..`` components; the agent still resolves it within
+    the root without following symbolic links (the image or the container may plant them)."""
+
+    disk: str
+    target: str
+    readonly: bool
+    fstype: str = "ext4"
+
+    def to_wire(self) -> dict[str, Any]:
+        return dict(self._asdict())
+
+    @classmethod
+    def from_wire(cls, args: Any) -> VolumeMount:
+        if not isinstance(args, dict):
+            raise ProtocolError("a mount must be an object")
+        target = _require_str(_get(args, "target"), "target", 4096)
+        parts = target.split("/")
+        if not target.startswith("/") or any(p in (".", "..") for p in parts) or target == "/":
+            raise ProtocolError(f"mount target {target!r} must be absolute, without . or ..")
+        fstype = _require_str(args.get("fstype", "ext4"), "fstype", 16)
+        if fstype not in ("ext4", "erofs"):
+            raise ProtocolError(f"unsupported volume filesystem type {fstype!r}")
+        return cls(
+            _require_id(_get(args, "disk"), "disk"),
+            target,
+            _require_bool(_get(args, "readonly"), "readonly"),
+            fstype,
+        )
+
+
+MAX_MOUNTS = 64
+
+
+class SetupNetwork(NamedTuple):
+    """The pod's one NIC, configured by the guest itself: a VM cloned from a template resumes
+    the template's device state (its MAC included), so everything is set after the resume."""
+
+    mac: str  # "0a:68:0a:58:00:05"
+    address: str  # "10.88.0.5/24"
+    gateway: str  # "10.88.0.1"; "" for none
+    nameservers: tuple[str, ...] = ()
+    hosts: tuple[tuple[str, str], ...] = ()  # (address, name): extra /etc/hosts lines (links)
+    mtu: int = 1500
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "mac": self.mac,
+            "address": self.address,
+            "gateway": self.gateway,
+            "nameservers": list(self.nameservers),
+            "hosts": [list(entry) for entry in self.hosts],
+            "mtu": self.mtu,
+        }
+
+    @classmethod
+    def from_wire(cls, args: dict[str, Any]) -> SetupNetwork:
+        mac = _require_str(_get(args, "mac"), "mac", 17).lower()
+        if not re.fullmatch(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", mac) or int(mac[:2], 16) & 1:
+            raise ProtocolError(f"mac {mac!r} is not a unicast MAC address")
+        address = _require_str(_get(args, "address"), "address", 18)
+        if not re.fullmatch(r"[0-9.]+/[0-9]{1,2}", address):
+            raise ProtocolError(f"address {address!r} is not ADDRESS/PREFIX")
+        ip, prefix = address.split("/")
+        _require_ipv4(ip, "address")
+        _require_int(int(prefix), "prefix", 1, 32)
+        gateway = _require_str(_get(args, "gateway"), "gateway", 15)
+        if gateway:
+            _require_ipv4(gateway, "gateway")
+        servers = args.get("nameservers", [])
+        if not isinstance(servers, list) or len(servers) > 3:
+            raise ProtocolError("nameservers must be a list of at most 3 addresses")
+        hosts = args.get("hosts", [])
+        if not isinstance(hosts, list) or len(hosts) > 256:
+            raise ProtocolError("hosts must be a list of at most 256 entries")
+        checked = []
+        for entry in hosts:
+            if not isinstance(entry, list) or len(entry) != 2:
+                raise ProtocolError("a hosts entry is [address, name]")
+            name = _require_str(entry[1], "host name", 63)
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise ProtocolError(f"host name {name!r} is not valid")
+            checked.append((_require_ipv4(entry[0], "host address"), name))
+        return cls(
+            mac,
+            address,
+            gateway,
+            tuple(_require_ipv4(server, "nameserver") for server in servers),
+            tuple(checked),
+            _require_int(args.get("mtu", 1500), "mtu", 576, 65535),
+        )
+
+
+def _require_ipv4(value: Any, name: str) -> str:
+    text = _require_str(value, name, 15)
+    parts = text.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts):
+        raise ProtocolError(f"{name} {text!r} is not an IPv4 address")
+    return text
 
 
 class AddContainer(NamedTuple):
@@ -308,25 +420,50 @@ class AddContainer(NamedTuple):
     disk: str  # serial of the virtio-blk disk holding the image
     fstype: str  # "erofs" or "ext4"
     scratch_mb: int  # size bound of the writable layer (tmpfs)
+    mounts: tuple[VolumeMount, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire: dict[str, Any] = {
             "container": self.container,
             "disk": self.disk,
             "fstype": self.fstype,
             "scratch_mb": self.scratch_mb,
         }
+        if self.mounts:
+            wire["mounts"] = [m.to_wire() for m in self.mounts]
+        return wire
 
     @classmethod
     def from_wire(cls, args: dict[str, Any]) -> AddContainer:
         fstype = _require_str(_get(args, "fstype"), "fstype", 16)
         if fstype not in ("erofs", "ext4"):
             raise ProtocolError(f"unsupported root filesystem type {fstype!r}")
+        mounts = args.get("mounts", [])
+        if not isinstance(mounts, list) or len(mounts) > MAX_MOUNTS:
+            raise ProtocolError(f"mounts must be a list of at most {MAX_MOUNTS}")
         return cls(
             _require_id(_get(args, "container"), "container"),
             _require_id(_get(args, "disk"), "disk"),
             fstype,
             _require_int(args.get("scratch_mb", 64), "scratch_mb", 1, 1 << 20),
+            tuple(VolumeMount.from_wire(m) for m in mounts),
+        )
+
+
+class Freeze(NamedTuple):
+    """Freeze (``frozen=True``) or thaw a mounted volume's file system, for a consistent
+    snapshot of its disk: writes block until the thaw."""
+
+    disk: str
+    frozen: bool
+
+    def to_wire(self) -> dict[str, Any]:
+        return dict(self._asdict())
+
+    @classmethod
+    def from_wire(cls, args: dict[str, Any]) -> Freeze:
+        return cls(
+            _require_id(_get(args, "disk"), "disk"), _require_bool(_get(args, "frozen"), "frozen")
         )
 
 

@@ -7,8 +7,10 @@ both, and rolls back everything a failed start made (QEMU, sockets, files).
 
 Start-up, in order: the root filesystem image of each distinct container image (cached), the
 pod's runtime directory and its lock, the agent socket (listening before QEMU starts, so QEMU
-connects to it as a client), QEMU, the agent's handshake, the pod set-up (hostname, clock,
-entropy), then each container's filesystem. A container's main process starts separately
+connects to it as a client), QEMU (a clone of the VM template of the pod's shape, else a cold
+boot: :mod:`hyper.sandbox.template`), the agent's handshake, the pod set-up (hostname, clock,
+entropy, machine id, network), every disk hot-plugged (:meth:`Pod.attach_disk`), then each
+container's filesystem. A container's main process starts separately
 (:meth:`Pod.start_container`), so a front end can attach its stdio first.
 """
 
@@ -18,12 +20,10 @@ import asyncio
 import contextlib
 import enum
 import logging
-import os
 import secrets
-import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +33,14 @@ from hyper.config import Settings
 from hyper.images import Image, ImageStore, erofs_image
 from hyper.model.pod import ContainerSpec, PodSpec
 from hyper.proto import messages
+from hyper.sandbox import volumes
+from hyper.sandbox.boot import connect_agent, listen
+from hyper.sandbox.nic import NetworkAttachment
 from hyper.sandbox.rundir import PodDir
-from hyper.vmm.machine import Disk, MachineConfig, VmExit
+from hyper.sandbox.template import BOOT_LABEL, TENANT_LABEL, Lease, Shape, Templates
+from hyper.vmm.machine import Disk, MachineConfig, MemoryFile, Nic, VmExit
 from hyper.vmm.qemu.driver import QemuVm
+from hyper.volumes.attachment import Attachment
 
 _log = logging.getLogger(__name__)
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -58,6 +63,9 @@ class Guest:
     initrd: Path
     accelerator: str
     append: str = ""
+    fingerprint: str = ""
+    """The kernel's and initramfs's content fingerprint (VM templates are keyed on it)."""
+    agent_version: str = ""
 
 
 @dataclass
@@ -84,8 +92,13 @@ class Pod:
         images: ImageStore,
         guest: Guest,
         pod_id: str | None = None,
+        volumes: Sequence[Attachment] = (),
+        templates: Templates | None = None,
+        network: NetworkAttachment | None = None,
     ) -> None:
         self.id = pod_id or secrets.token_hex(32)
+        self.network = network
+        self.volumes = tuple(volumes)
         self.spec = spec
         self.state = PodState.CREATED
         self.settings = settings
@@ -101,6 +114,12 @@ class Pod:
         self.containers: dict[str, Container] = {}
         self._exec_ids = 0
         self._lock = asyncio.Lock()
+        self._templates = templates
+        self._lease: Lease | None = None
+        self.boot = ""
+        self.timings: dict[str, float] = {}
+        """Seconds each phase of the start took (prepare, vm, personalise, disks, containers)."""
+        """How the VM started: ``clone of template <key>`` or ``cold: <why>``."""
 
     @property
     def dir(self) -> Path:
@@ -140,45 +159,49 @@ class Pod:
             raise
         self.state = PodState.RUNNING
         self.log.info(
-            "pod %s running in %.0f ms", self.spec.name, (time.monotonic() - started) * 1000
+            "pod %s running in %.0f ms (%s; %s)",
+            self.spec.name,
+            (time.monotonic() - started) * 1000,
+            self.boot,
+            ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in self.timings.items()),
         )
 
     async def _start(self) -> None:
+        mark = _Stopwatch(self.timings)
         images = await self._prepare_images()
         self._dir.create(self.spec, self.id)
-        listener = _listen(self._dir.agent_socket)
-        try:
-            disks = tuple(
-                Disk(id=disk, path=path, readonly=True, format="raw")
-                for disk, path in images.items()
-            )
-            config = MachineConfig(
-                name=self.spec.name,
-                accelerator=self._guest.accelerator,
-                cpus=self.spec.cpus or self.settings.vm.cpus,
-                memory_mb=self.spec.memory_mb or self.settings.vm.memory_mb,
-                kernel=self._guest.kernel,
-                initrd=self._guest.initrd,
-                append=self._guest.append,
-                disks=disks,
-                agent_socket=self._dir.agent_socket,
-                run_dir=self._dir.vm_dir,
-            )
-            self._vm = QemuVm(config, self.settings.vm, logger=self.log)
-            await self._vm.start()
-            self._watch = asyncio.create_task(self._watch_vm(), name=f"watch-{self.spec.name}")
-            self._agent = await self._connect(listener)
-        finally:
-            listener.close()
-            with contextlib.suppress(FileNotFoundError):
-                self._dir.agent_socket.unlink()
+        self.volumes = await volumes.pack_host_dirs(self.volumes, self._dir.path)
+        mark("prepare")
+        config = machine_config(
+            self.settings,
+            self._guest,
+            name=self.spec.name,
+            cpus=self.spec.cpus,
+            memory_mb=self.spec.memory_mb,
+            agent_socket=self._dir.agent_socket,
+            run_dir=self._dir.vm_dir,
+            nic=self.network.nic if self.network else None,
+        )
+        self._agent = await self._boot(config)
+        mark("vm")
+        # A clone wakes up with its template's identity, clock and RNG state: personalise it.
         await self._agent.setup_pod(
             messages.SetupPod(
                 hostname=self.spec.hostname or _hostname(self.spec.name),
                 time_ns=time.time_ns(),
                 entropy=secrets.token_hex(64),
+                machine_id=secrets.token_hex(16),
             )
         )
+        if self.network is not None:  # after setup_pod, before containers read /etc from it
+            await self._agent.setup_network(self.network.setup)
+        mark("personalise")
+        images_disks = tuple(
+            Disk(id=disk, path=path, readonly=True, format="raw") for disk, path in images.items()
+        )
+        for disk in images_disks + volumes.disks(self.volumes):
+            await self.attach_disk(disk)
+        mark("disks")
         for container in self.containers.values():
             await self._agent.add_container(
                 messages.AddContainer(
@@ -186,8 +209,10 @@ class Pod:
                     container.disk,
                     "erofs",
                     self.settings.container.scratch_mb,
+                    volumes.mounts(self.volumes, container.spec.name),
                 )
             )
+        mark("containers")
 
     async def _prepare_images(self) -> dict[str, Path]:
         """Resolve every container's image and its root filesystem; one disk per image."""
@@ -205,49 +230,90 @@ class Pod:
             self.containers[spec.name] = container
         return disks
 
-    async def _connect(self, listener: socket.socket) -> AgentClient:
-        """Accept QEMU's connection to the agent socket and shake hands with hyperstart.
-
-        Bounded by the boot timeout, and cut short if QEMU exits meanwhile."""
-        timeout = self.settings.vm.boot_timeout
-        loop = asyncio.get_running_loop()
-        accept: asyncio.Task[tuple[socket.socket, object]] = asyncio.ensure_future(
-            loop.sock_accept(listener)
-        )
-        vm_gone = asyncio.ensure_future(self._vm_gone.wait())
-        try:
-            await asyncio.wait(
-                {accept, vm_gone}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+    async def _boot(self, config: MachineConfig) -> AgentClient:
+        """Clone the template of the pod's shape, else (or if that fails) boot cold."""
+        lease, reason = await self._template(config)
+        if lease is not None:
+            clone = replace(
+                config, memory_file=MemoryFile(lease.info.ram, shared=False), incoming=True
             )
-        finally:
-            vm_gone.cancel()
-            if not accept.done():
-                accept.cancel()
-        if self.vm_exit is not None:
-            if accept.done() and not accept.cancelled() and accept.exception() is None:
-                accept.result()[0].close()
-            raise errors.Unavailable(f"the VM exited during boot: {self.vm_exit.reason}")
-        if accept.cancelled():
-            raise errors.Timeout(f"QEMU did not connect to the agent socket within {timeout:g} s")
-        conn, _ = accept.result()
-        reader, writer = await asyncio.open_connection(sock=conn)
-        agent = AgentClient(reader, writer, logger=self.log.getChild("agent"))
-        boot = asyncio.ensure_future(agent.handshake(timeout))
-        vm_gone = asyncio.ensure_future(self._vm_gone.wait())
+            try:
+                agent = await self._start_vm(clone, lease)
+                self._lease = lease
+                self.boot = f"clone of template {lease.info.key[:16]}"
+                return agent
+            except errors.HyperError as exc:
+                lease.release()
+                reason = f"cloning template {lease.info.key[:16]} failed: {exc}"
+                await self._discard_vm()
+        self.log.warning("pod %s boots cold: %s", self.spec.name, reason)
+        self.boot = f"cold: {reason}"
+        return await self._start_vm(config, None)
+
+    async def _template(self, config: MachineConfig) -> tuple[Lease | None, str]:
+        """A hold on the template to clone, or None and why not."""
+        if self._templates is None:
+            return None, "no VM templates here"
+        if self.settings.template.boot == "cold":
+            return None, "template.boot is cold"
+        if self.spec.labels.get(BOOT_LABEL) == "cold":
+            return None, f"the pod is labelled {BOOT_LABEL}=cold"
+        tenant = ""
+        if not self.settings.template.share_across_tenants:
+            tenant = self.spec.labels.get(TENANT_LABEL, "")
+        shape = Shape(config, self._guest.fingerprint, self._guest.agent_version, tenant)
         try:
-            await asyncio.wait({boot, vm_gone}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            vm_gone.cancel()
-        if not boot.done():
-            boot.cancel()
-            await agent.close()
-            raise errors.Unavailable(f"the VM exited during boot: {self.vm_exit}")
+            return await self._templates.lease(shape, self.log), ""
+        except errors.HyperError as exc:
+            return None, f"no template: {exc}"
+
+    async def _start_vm(self, config: MachineConfig, lease: Lease | None) -> AgentClient:
+        """Start QEMU (restoring the template's state into a clone) and reach the agent."""
+        listener = listen(self._dir.agent_socket)  # a fresh one per attempt: no stale client
         try:
-            boot.result()
-        except BaseException:
-            await agent.close()
-            raise
-        return agent
+            self._vm = QemuVm(config, self.settings.vm, logger=self.log)
+            await self._vm.start()
+            self.timings["vm.qemu"] = self._vm.startup_seconds or 0.0  # spawn to QMP
+            self._watch = asyncio.create_task(self._watch_vm(), name=f"watch-{self.spec.name}")
+            started = time.monotonic()
+            if lease is not None:
+                await self._vm.restore_state(lease.info.state)
+                self.timings["vm.restore"] = time.monotonic() - started
+                started = time.monotonic()
+            timeout = self.settings.vm.boot_timeout
+            agent = await connect_agent(listener, self._vm, timeout, self.log)
+            self.timings["vm.agent"] = time.monotonic() - started
+            return agent
+        finally:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                self._dir.agent_socket.unlink()
+
+    async def _discard_vm(self) -> None:
+        """Forget a VM whose start failed, before trying another way."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError, errors.HyperError):
+                await self._watch
+            self._watch = None
+        if self._vm is not None:
+            with contextlib.suppress(errors.FailedPrecondition):
+                await self._vm.kill()
+        self._vm = None
+        self.vm_exit = None
+        self._vm_gone = asyncio.Event()
+        self.state = PodState.STARTING
+
+    async def attach_disk(self, disk: Disk) -> None:
+        """Attach ``disk`` to the running VM; the guest finds it by ``disk.id`` (its serial).
+
+        The one way every disk reaches a pod (image root filesystems, volumes), whatever the
+        transport underneath (virtio-scsi hot-plug, docs/vmm.md)."""
+        if self._vm is None or self.state not in (PodState.STARTING, PodState.RUNNING):
+            raise errors.FailedPrecondition(
+                f"pod {self.spec.name} is {self.state.value}, expected starting or running"
+            )
+        await self._vm.attach_disk(disk)
 
     async def _watch_vm(self) -> None:
         assert self._vm is not None
@@ -299,6 +365,8 @@ class Pod:
                 if self._agent is not None:
                     with contextlib.suppress(errors.HyperError):
                         await self._agent.shutdown(timeout=5.0)
+                    if self.volumes:  # let the guest unmount, sync and power off by itself
+                        await volumes.wait_power_off(self._vm_gone, self.settings.vm.boot_timeout)
             await self._teardown(kill=False)
             self.state = PodState.STOPPED
 
@@ -320,6 +388,9 @@ class Pod:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError, errors.HyperError):
                 await self._watch
+        if self._lease is not None:  # the VM is gone: the template may go too
+            self._lease.release()
+            self._lease = None
         self._dir.remove()
 
     # ------------------------------------------------------------ processes
@@ -404,6 +475,20 @@ class Pod:
             container_name, f"export-{self._exec_ids}-{secrets.token_hex(4)}"
         )
 
+    async def snapshot_volume(self, disk: str, name: str, *, freeze: bool = True) -> str:
+        """Snapshot an attached volume live; its consistency ("application" or "crash")."""
+        if self._vm is None:
+            raise errors.FailedPrecondition(f"pod {self.spec.name} has no VM")
+        volumes.check_disk(self.volumes, disk)
+        consistency = await volumes.snapshot(self._vm, self.agent, disk, name, freeze=freeze)
+        return consistency.value
+
+    async def delete_volume_snapshot(self, disk: str, name: str) -> None:
+        if self._vm is None:
+            raise errors.FailedPrecondition(f"pod {self.spec.name} has no VM")
+        volumes.check_disk(self.volumes, disk)
+        await volumes.delete_snapshot(self._vm, disk, name)
+
     async def signal(self, process_id: str, signal: int) -> None:
         await self.agent.signal(process_id, signal)
 
@@ -454,21 +539,46 @@ class Pod:
             )
 
 
-def _listen(path: Path) -> socket.socket:
-    if len(os.fsencode(path)) >= 108:
-        raise errors.InvalidArgument(
-            f"the socket path {path} is too long for a unix socket: choose a shorter paths.run_dir"
-        )
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(os.fspath(path))
-        os.chmod(path, 0o600)
-        sock.listen(1)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+def machine_config(
+    settings: Settings,
+    guest: Guest,
+    *,
+    name: str,
+    cpus: int,
+    memory_mb: int,
+    agent_socket: Path,
+    run_dir: Path,
+    nic: Nic | None = None,
+) -> MachineConfig:
+    """A pod's machine (``cpus``/``memory_mb`` 0: the configured default). No disks: they are
+    hot-plugged once the agent is up, on a clone and a cold boot alike. Templates are built
+    from this too (`hyper.sandbox.runtime.Runtime.shape`), so that clones match them."""
+    return MachineConfig(
+        name=name,
+        accelerator=guest.accelerator,
+        cpus=cpus or settings.vm.cpus,
+        memory_mb=memory_mb or settings.vm.memory_mb,
+        kernel=guest.kernel,
+        initrd=guest.initrd,
+        append=guest.append,
+        disks=(),
+        agent_socket=agent_socket,
+        run_dir=run_dir,
+        nic=nic,
+    )
+
+
+class _Stopwatch:
+    """Records the seconds since the previous mark under each phase's name."""
+
+    def __init__(self, into: dict[str, float]) -> None:
+        self._into = into
+        self._last = time.monotonic()
+
+    def __call__(self, phase: str) -> None:
+        now = time.monotonic()
+        self._into[phase] = now - self._last
+        self._last = now
 
 
 def _hostname(name: str) -> str:

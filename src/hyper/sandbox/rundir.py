@@ -100,13 +100,20 @@ def sweep(pods_dir: Path) -> list[Path]:
 
 
 def _owned(path: Path) -> bool:
+    held = lock_held(path / "lock")
+    # Without a lock the directory is being created this instant, or is a leftover.
+    return younger_than(path, 60) if held is None else held
+
+
+def lock_held(lock: Path, *, shared: bool = False) -> bool | None:
+    """Whether another process holds the flock ``lock``: any holder, or with ``shared`` only an
+    exclusive one. None when the file does not exist."""
     try:
-        fd = os.open(path / "lock", os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        # Without a lock the directory is being created this instant, or is a leftover.
-        return _young(path)
+        return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
@@ -114,9 +121,9 @@ def _owned(path: Path) -> bool:
     return False
 
 
-def _young(path: Path) -> bool:
+def younger_than(path: Path, seconds: float) -> bool:
     with contextlib.suppress(OSError):
-        return time.time() - path.stat().st_mtime < 60
+        return time.time() - path.stat().st_mtime < seconds
     return False
 
 

@@ -7,15 +7,20 @@ pods from specs. Front ends hold one of these and translate their own requests i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from hyper.config import Settings
 from hyper.guest.artifacts import GuestArtifacts, resolve
 from hyper.images.store import ImageStore
 from hyper.model.pod import PodSpec
-from hyper.sandbox.pod import Guest, Pod
+from hyper.sandbox.nic import NetworkAttachment
+from hyper.sandbox.pod import Guest, Pod, machine_config
 from hyper.sandbox.rundir import sweep as sweep_pods
+from hyper.sandbox.template import Shape, Templates
 from hyper.vmm.accel import Accelerator, choose
+from hyper.vmm.machine import Nic
+from hyper.volumes.attachment import Attachment
 
 
 @dataclass(frozen=True)
@@ -25,14 +30,63 @@ class Runtime:
     guest: GuestArtifacts
     accelerator: Accelerator
 
-    def new_pod(self, spec: PodSpec, *, pod_id: str | None = None) -> Pod:
-        guest = Guest(
+    @property
+    def templates(self) -> Templates:
+        return Templates(self.settings)
+
+    def shape(
+        self,
+        *,
+        cpus: int | None = None,
+        memory_mb: int | None = None,
+        tenant: str = "",
+        nic: bool = False,
+    ) -> Shape:
+        """The template shape of pods with these resources (None: the configured defaults)."""
+        scratch = self.settings.paths.run_dir / "templates"
+        machine = machine_config(
+            self.settings,
+            self._guest(),
+            name="template",
+            cpus=cpus or 0,
+            memory_mb=memory_mb or 0,
+            agent_socket=scratch / "agent.sock",
+            run_dir=scratch,
+            nic=Nic("template") if nic else None,
+        )
+        if self.settings.template.share_across_tenants:
+            tenant = ""
+        return Shape(machine, self.guest.fingerprint, self.guest.agent_version, tenant)
+
+    def _guest(self) -> Guest:
+        return Guest(
             kernel=self.guest.kernel,
             initrd=self.guest.initrd,
             accelerator=self.accelerator.name,
             append=self.settings.guest.append,
+            fingerprint=self.guest.fingerprint,
+            agent_version=self.guest.agent_version,
         )
-        return Pod(spec, settings=self.settings, images=self.images, guest=guest, pod_id=pod_id)
+
+    def new_pod(
+        self,
+        spec: PodSpec,
+        *,
+        pod_id: str | None = None,
+        volumes: Sequence[Attachment] = (),
+        network: NetworkAttachment | None = None,
+    ) -> Pod:
+        guest = self._guest()
+        return Pod(
+            spec,
+            settings=self.settings,
+            images=self.images,
+            guest=guest,
+            pod_id=pod_id,
+            volumes=volumes,
+            templates=self.templates,
+            network=network,
+        )
 
 
 async def open_runtime(

@@ -8,12 +8,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from hyper import __version__, errors
 from hyper.config import Settings
-from hyper.images.store import ImageStore
 from hyper.service import names
 from hyper.service.events import EventBus
+from hyper.service.images import ImageService
+from hyper.service.networks import NetworkService
 from hyper.service.pods import PodService
+from hyper.service.templates import TemplateService
+from hyper.service.volumes import VolumeService
 from hyper.state.db import Database
 
 
@@ -21,19 +26,61 @@ from hyper.state.db import Database
 class Services:
     settings: Settings
     db: Database
-    images: ImageStore
+    images: ImageService
     events: EventBus
     pods: PodService
+    volumes: VolumeService
+    networks: NetworkService
+    templates: TemplateService
 
     @classmethod
     async def open(cls, settings: Settings, *, config_file: Path | None) -> Services:
         """Open the state, then re-attach to the pods that kept running without us."""
+        services = cls.build(settings, config_file=config_file)
+        await services.pods.recover()
+        await services.volumes.recover()
+        await services.networks.recover()  # repair or remove what the last hyperd left
+        return services
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        config_file: Path | None = None,
+        registry_transport: httpx.BaseTransport | None = None,
+    ) -> Services:
+        """The services over the state in ``settings``, without recovering any pod (tests use
+        it directly; ``registry_transport`` replaces the network to registries)."""
         db = Database(settings.paths.state_dir / "hyperd.db")
-        images = ImageStore(settings.paths.images)
         events = EventBus()
-        pods = PodService(settings, db, images, events, config_file=config_file)
-        await pods.recover()
-        return cls(settings, db, images, events, pods)
+        images = ImageService(
+            settings,
+            in_use=lambda digest: db.image_in_use(str(digest)),
+            transport=registry_transport,
+        )
+        volumes = VolumeService(settings, db, events)
+        networks = NetworkService(settings, db)
+        pods = PodService(
+            settings,
+            db,
+            images.store,
+            events,
+            config_file=config_file,
+            volumes=volumes,
+            network=networks,
+        )
+        templates = TemplateService(settings)
+        return cls(
+            settings,
+            db,
+            images,
+            events,
+            pods,
+            volumes=volumes,
+            networks=networks,
+            templates=templates,
+        )
 
     async def close(self) -> None:
         await self.pods.close()
@@ -84,5 +131,5 @@ class Services:
                 "total": len(containers),
                 "running": sum(c.state == "running" for c in containers),
             },
-            "images": len(await asyncio.to_thread(self.images.list)),
+            "images": len(await asyncio.to_thread(self.images.store.list)),
         }

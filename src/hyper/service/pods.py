@@ -29,7 +29,7 @@ import shutil
 import signal as signals
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ from hyper.model.restart import RestartPolicy
 from hyper.sandbox.rundir import sweep
 from hyper.service import names
 from hyper.service.events import Event, EventBus
+from hyper.service.networks import NetworkService
+from hyper.service.volumes import Caller, VolumeService
 from hyper.shim import launch
 from hyper.shim import logs as logfiles
 from hyper.shim.client import ShimClient
@@ -74,8 +76,14 @@ class PodService:
         events: EventBus,
         *,
         config_file: Path | None,
+        volumes: VolumeService | None = None,
+        network: NetworkService | None = None,
     ) -> None:
         self.settings = settings
+        self.volumes = volumes
+        if volumes is not None:
+            volumes.wait_ending = self.wait_ending
+        self.network = network
         self.db = db
         self.images = images
         self.events = events
@@ -185,9 +193,13 @@ class PodService:
         restart: RestartPolicy | None = None,
         labels: dict[str, str] | None = None,
         auto_remove: bool = False,
+        caller: Caller | None = None,
     ) -> PodRecord:
-        """Record a new pod; its images must exist. Nothing runs until :meth:`start`."""
+        """Record a new pod; its images must exist. Nothing runs until :meth:`start`.
+        Its volumes are found (or made) in the caller's tenant (see :mod:`.volumes`)."""
         restart = restart or RestartPolicy()
+        if labels:  # the pod's supervisor reads them from the spec (e.g. hyper.boot=cold)
+            spec = replace(spec, labels={**spec.labels, **labels})
         if auto_remove and restart.policy != "no":
             raise errors.InvalidArgument("--rm and a restart policy cannot be combined")
         image_ids = {}
@@ -220,7 +232,20 @@ class PodService:
                     created_at=now,
                 )
             )
-        self.db.insert_pod(pod)
+        volumes = self.volumes
+        refs = await volumes.prepare(caller or Caller(), pod.id, spec) if volumes else []
+        try:
+            self.db.insert_pod(pod)
+            if volumes:
+                volumes.bind(refs)
+            if self.network:  # its address on its network, released with the pod
+                await self.network.attach(pod, (caller or Caller()).tenant)
+        except BaseException:
+            if volumes or self.network:
+                self.db.delete_pod(pod.id)
+            if volumes:
+                await volumes.release(pod.id)
+            raise
         self._publish(pod, "create")
         return pod
 
@@ -257,6 +282,9 @@ class PodService:
             return await self._start(pod, console)
 
     async def _start(self, pod: PodRecord, console: tuple[int, int]) -> PodRecord:
+        await self._volumes_released(pod.id)
+        # Checked and marked "starting" below in one turn of the loop: no other start between.
+        volumes = self.volumes.attachments(pod.id, pod.name, pod.spec) if self.volumes else []
         directory = self.state_dir(pod.id)
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         with contextlib.suppress(FileNotFoundError):
@@ -272,6 +300,7 @@ class PodService:
                     "max_bytes": self.settings.daemon.log_max_bytes,
                     "max_files": self.settings.daemon.log_max_files,
                 },
+                "volumes": [v.to_dict() for v in volumes],
             },
         )
         pod.state, pod.error, pod.started_at, pod.finished_at = "starting", "", time.time(), None
@@ -281,6 +310,10 @@ class PodService:
             container.error, container.finished_at = "", None
         self.db.update_pod(pod)
         try:
+            attachment = await self.network.prepare(pod) if self.network else None
+            if attachment is not None:  # the tap exists now; the supervisor's QEMU opens it
+                spec_file = directory / "spec.json"
+                _write_json(spec_file, {**json.loads(spec_file.read_text()), "network": attachment})
             child, ready = await launch.spawn(
                 directory, config=self._config_file, timeout=self.settings.daemon.start_timeout
             )
@@ -292,6 +325,7 @@ class PodService:
             pod.state, pod.error, pod.finished_at = "exited", str(exc), time.time()
             self.db.update_pod(pod)
             self._publish(pod, "die", exitCode=str(status))
+            await self._network_changed()
             await self._notify()
             await self._auto_remove(pod)
             raise
@@ -306,6 +340,38 @@ class PodService:
         live.watcher = asyncio.create_task(self._watch(pod.id, live), name=f"watch-{pod.name}")
         await self._notify()
         return pod
+
+    async def _volumes_released(self, pod_id: str) -> None:
+        """Let the pods that hold this pod's volumes and are ending power off first."""
+        if self.volumes:
+            await self.wait_ending(self.volumes.conflicts(pod_id))
+
+    async def wait_ending(self, pod_ids: Sequence[str]) -> None:
+        """Until those of the pods that are ending (stopping, or their containers all exited:
+        a ``run --rm`` just returned) have powered off, within the start timeout."""
+        ending = [
+            other
+            for other in pod_ids
+            if (pod := self.db.pod(other)) is not None
+            and pod.state in ACTIVE
+            and (pod.state == "stopping" or all(c.state == "exited" for c in pod.containers))
+        ]
+        if ending:
+            await self.wait_inactive(ending, self.settings.daemon.start_timeout)
+
+    async def wait_inactive(self, pod_ids: Sequence[str], timeout: float) -> None:
+        """Until none of the pods is active (starting, running, stopping), or the timeout."""
+
+        async def settled() -> None:
+            async with self._changed:
+                while any(
+                    (pod := self.db.pod(pod_id)) is not None and pod.state in ACTIVE
+                    for pod_id in pod_ids
+                ):
+                    await self._changed.wait()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(settled(), timeout)
 
     async def stop(self, pod_id: str, timeout: float | None = None) -> PodRecord:
         """SIGTERM every container, SIGKILL after the grace period, power the VM off."""
@@ -367,7 +433,10 @@ class PodService:
     async def _forget(self, pod: PodRecord) -> None:
         if self.db.pod(pod.id) is None:
             return
-        self.db.delete_pod(pod.id)
+        self.db.delete_pod(pod.id)  # its network endpoint (address) goes with it
+        if self.volumes:
+            await self.volumes.release(pod.id)  # its anonymous volumes
+        await self._network_changed()
         await asyncio.to_thread(shutil.rmtree, self.state_dir(pod.id), True)
         self._locks.pop(pod.id, None)
         self._publish(pod, "destroy")
@@ -408,10 +477,17 @@ class PodService:
     async def attach(
         self, pod: PodRecord, container: ContainerRecord, *, stdin: bool, replay: bool
     ) -> Process:
-        client = await self._running_client(pod)
-        return await client.attach(
-            container.local_name, stdin=stdin, stdout=True, stderr=True, replay=replay
-        )
+        try:
+            client = await self._running_client(pod)
+            return await client.attach(
+                container.local_name, stdin=stdin, stdout=True, stderr=True, replay=replay
+            )
+        except errors.Unavailable as exc:
+            # A quick run (a clone starts in ~0.2 s) may end while we connect: the supervisor
+            # is closing its control socket. Callers then take the ended run from the logs.
+            raise errors.FailedPrecondition(
+                f"container {container.name} is not running any more ({exc})"
+            ) from exc
 
     async def exec(
         self,
@@ -569,6 +645,7 @@ class PodService:
             pod = self.db.pod(pod_id)
             if pod is not None:
                 self._settle(pod, _read_status(self.state_dir(pod_id)), SUPERVISOR_DIED)
+                await self._network_changed()
                 await self._notify()
                 await self._auto_remove(pod)
         finally:
@@ -628,6 +705,14 @@ class PodService:
         self.db.update_pod(pod)
 
     # ------------------------------------------------------------ helpers
+
+    async def _network_changed(self) -> None:
+        """A pod ended or went: its tap, rules and names go (nothing of ours stays unused)."""
+        if self.network is not None:
+            try:
+                await self.network.converge()
+            except errors.HyperError as exc:  # the next change or start converges again
+                _log.error("could not update the host's network: %s", exc)
 
     def _lock(self, pod_id: str) -> asyncio.Lock:
         return self._locks.setdefault(pod_id, asyncio.Lock())

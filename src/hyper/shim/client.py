@@ -157,6 +157,19 @@ class ShimClient:
     async def resize(self, process: str, rows: int, cols: int) -> None:
         await self.agent.resize(process, rows, cols)
 
+    async def volume_snapshot(self, disk: str, name: str, *, delete: bool = False) -> str:
+        """Take (or drop) a live snapshot of an attached volume; its consistency."""
+        action = "delete" if delete else "create"
+        result = await self.agent.call(
+            "volume_snapshot", ops.VolumeSnapshot(disk, name, action).to_wire(), timeout=120.0
+        )
+        consistency = result.get("consistency", "")
+        if delete:
+            return ""
+        if consistency not in ("application", "crash"):
+            raise errors.ProtocolError(f"unknown snapshot consistency {consistency!r}")
+        return str(consistency)
+
     async def processes(self, container: str) -> list[dict[str, Any]]:
         result = await self.agent.call("processes", ops.ContainerQuery(container).to_wire())
         found = result.get("processes")

@@ -231,6 +231,13 @@ class _Session:
             return {"processes": await self.pod.processes(query.container)}
         if op == "export":
             return await self._export(ops.Export.from_wire(args))
+        if op == "volume_snapshot":
+            snap = ops.VolumeSnapshot.from_wire(args)
+            if snap.action == "delete":
+                await self.pod.delete_volume_snapshot(snap.disk, snap.name)
+                return {}
+            consistency = await self.pod.snapshot_volume(snap.disk, snap.name, freeze=snap.freeze)
+            return {"consistency": consistency}
         if self.owner is not None:
             if op == "status":
                 return await self.owner.status(ops.StatusQuery.from_wire(args).after)

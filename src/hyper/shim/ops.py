@@ -10,6 +10,7 @@ these, so each field is checked once, with the same rules as :mod:`hyper.proto.m
 ``kill``           no more restarts; a signal to every container's main process
 ``processes``      the processes of a container (relayed to the guest)
 ``export``         a tar of a container's changes on ``stdout`` (relayed to the guest)
+``volume_snapshot`` take (``create``) or drop (``delete``) a live snapshot of a volume's disk
 =================  =========================================================================
 """
 
@@ -147,3 +148,25 @@ class Export(NamedTuple):
         if not stdout:
             raise ProtocolError("export needs a stdout stream")
         return cls(container, stdout, _process(args, f"export-{container}"))
+
+
+class VolumeSnapshot(NamedTuple):
+    """``volume_snapshot``: an internal snapshot of an attached volume's disk, taken by QEMU,
+    with the guest's file system frozen around it when ``freeze`` (and the agent can)."""
+
+    disk: str
+    name: str
+    action: str  # "create" | "delete"
+    freeze: bool = True
+
+    def to_wire(self) -> dict[str, Any]:
+        return dict(self._asdict())
+
+    @classmethod
+    def from_wire(cls, args: dict[str, Any]) -> VolumeSnapshot:
+        disk = messages.check_id(args.get("disk", ""), "disk")
+        name = messages.check_id(args.get("name", ""), "name")
+        action, freeze = args.get("action"), args.get("freeze", True)
+        if action not in ("create", "delete") or not isinstance(freeze, bool):
+            raise ProtocolError("volume_snapshot: action create|delete, freeze true|false")
+        return cls(disk, name, action, freeze)

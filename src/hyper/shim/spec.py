@@ -4,7 +4,9 @@ A file rather than arguments, so a shim started by one hyperd and adopted by the
 described by its directory alone::
 
     {"id": "<64 hex>", "pod": <pod file format>, "restart": {"policy": "no", "max_retries": 0},
-     "console": {"rows": 24, "cols": 80}, "log": {"max_bytes": 10485760, "max_files": 3}}
+     "console": {"rows": 24, "cols": 80}, "log": {"max_bytes": 10485760, "max_files": 3},
+     "volumes": [<hyper.volumes.Attachment as a dict>, ...],
+     "network": {"tap": "hyt0123456789ab", <SetupNetwork.to_wire()>} | absent: no NIC}
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 from hyper.errors import InvalidArgument
 from hyper.model.pod import PodSpec, pod_from_dict
 from hyper.model.restart import RestartPolicy
+from hyper.sandbox.nic import NetworkAttachment
+from hyper.volumes.attachment import Attachment
 
 SPEC_NAME = "spec.json"
 _POD_ID = re.compile(r"[0-9a-f]{64}")
@@ -37,14 +41,19 @@ class ShimSpec:
     rows: int = 24
     cols: int = 80
     log: LogOptions = field(default_factory=LogOptions)
+    volumes: tuple[Attachment, ...] = ()
+    network: NetworkAttachment | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        network = {"network": self.network.to_dict()} if self.network else {}
         return {
+            **network,
             "id": self.id,
             "pod": self.pod.to_dict(),
             "restart": self.restart.to_dict(),
             "console": {"rows": self.rows, "cols": self.cols},
             "log": {"max_bytes": self.log.max_bytes, "max_files": self.log.max_files},
+            "volumes": [v.to_dict() for v in self.volumes],
         }
 
     @classmethod
@@ -70,7 +79,15 @@ class ShimSpec:
                 max_bytes=_int(log, "max_bytes", LogOptions.max_bytes, 4096, 1 << 40),
                 max_files=_int(log, "max_files", LogOptions.max_files, 1, 1000),
             ),
+            volumes=_volumes(data.get("volumes", [])),
+            network=(NetworkAttachment.from_dict(data["network"]) if data.get("network") else None),
         )
+
+
+def _volumes(data: Any) -> tuple[Attachment, ...]:
+    if not isinstance(data, list):
+        raise InvalidArgument(f"{SPEC_NAME}: volumes must be a list")
+    return tuple(Attachment.from_dict(item) for item in data)
 
 
 def _int(data: dict[str, Any], key: str, default: int, low: int, high: int) -> int:

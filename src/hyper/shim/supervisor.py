@@ -177,7 +177,9 @@ class Supervisor:
 
     async def _boot(self) -> None:
         runtime = await open_runtime(self.settings, sweep=False)
-        self.pod = runtime.new_pod(self.spec.pod, pod_id=self.spec.id)
+        self.pod = runtime.new_pod(
+            self.spec.pod, pod_id=self.spec.id, volumes=self.spec.volumes, network=self.spec.network
+        )
         await self.pod.start()
         self._status.vm_pid = self.pod.vm_pid
         self.control = ControlServer(self.pod, PodDir(self.pod.dir).control_socket, owner=self)

@@ -15,14 +15,15 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hyper import errors
+from hyper.state import volumes
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE pods (
     id            TEXT PRIMARY KEY,
@@ -60,6 +61,35 @@ CREATE TABLE containers (
 );
 CREATE INDEX containers_by_pod ON containers(pod_id);
 """
+_MIGRATIONS = {
+    # 2: networks, their endpoints (one per pod, released with it) and floating IPs
+    2: """
+CREATE TABLE networks (
+    id            TEXT PRIMARY KEY,
+    tenant        TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    subnet        TEXT NOT NULL UNIQUE,
+    nat           INTEGER NOT NULL,
+    created_at    REAL NOT NULL,
+    UNIQUE (tenant, name)
+);
+CREATE TABLE endpoints (
+    pod_id        TEXT PRIMARY KEY REFERENCES pods(id) ON DELETE CASCADE,
+    network_id    TEXT NOT NULL REFERENCES networks(id),
+    address       TEXT NOT NULL UNIQUE,
+    aliases       TEXT NOT NULL,
+    ports         TEXT NOT NULL
+);
+CREATE TABLE fips (
+    address       TEXT PRIMARY KEY,
+    tenant        TEXT NOT NULL,
+    pod_id        TEXT REFERENCES pods(id) ON DELETE SET NULL,
+    created_at    REAL NOT NULL
+);
+""",
+    # 3: volumes, their snapshots, and which pod mounts which volume (hyper.state.volumes)
+    3: volumes.SCHEMA,
+}
 
 
 @dataclass
@@ -158,9 +188,16 @@ class Database:
                 f"{self.path} has schema {version}, newer than this hyperd's {SCHEMA_VERSION}"
             )
         if version == 0:  # one script, one transaction: the schema exists whole or not at all
+            self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = 1; COMMIT;")
+            version = 1
+        for step in range(version + 1, SCHEMA_VERSION + 1):  # each migration whole or not at all
             self._db.executescript(
-                f"BEGIN; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                f"BEGIN; {_MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;"
             )
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Read rows (for the stores of other records, e.g. :mod:`hyper.state.networks`)."""
+        return self._db.execute(sql, params).fetchall()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -220,6 +257,13 @@ class Database:
             "SELECT pod_id FROM containers WHERE id = ?", (container_id,)
         ).fetchone()
         return None if row is None else self.pod(row["pod_id"])
+
+    def image_in_use(self, image_id: str) -> bool:
+        """Whether a container of any pod, running or not, was created from this image."""
+        row = self._db.execute(
+            "SELECT 1 FROM containers WHERE image_id = ? LIMIT 1", (image_id,)
+        ).fetchone()
+        return row is not None
 
 
 def _insert(table: str, columns: list[str]) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from hyper.errors import InvalidArgument
 
 _DISK_ID = re.compile(r"[a-z0-9-]{1,20}")
+_IFNAME = re.compile(r"[a-z0-9]{1,15}")
 DISK_FORMATS = ("raw", "qcow2")
 ACCELERATORS = ("kvm", "tcg")
 
@@ -38,6 +39,30 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class MemoryFile:
+    """Guest RAM in a file, for VM templates (docs/vmm.md, "Templates").
+
+    ``shared``: the template's own RAM (writes reach the file). Not shared: a clone's, mapped
+    privately, so that pages stay shared with the file until the clone writes them."""
+
+    path: Path
+    shared: bool
+
+
+@dataclass(frozen=True)
+class Nic:
+    """The VM's network card: virtio-net on a tap that exists already (made by the host's
+    network layer). Whether a VM has one is part of its shape; the guest sets its own MAC and
+    address (a clone of a template resumes the template's device state)."""
+
+    tap: str
+
+    def __post_init__(self) -> None:
+        if not _IFNAME.fullmatch(self.tap):
+            raise InvalidArgument(f"tap name {self.tap!r} must be 1-15 characters of [a-z0-9]")
+
+
+@dataclass(frozen=True)
 class MachineConfig:
     """Everything a driver needs to start one VM."""
 
@@ -57,6 +82,11 @@ class MachineConfig:
     as the virtio-serial port ``hyper.agent``."""
     run_dir: Path
     """This VM's own directory: the driver creates its control files there and removes them."""
+    nic: Nic | None = None
+    memory_file: MemoryFile | None = None
+    """None: anonymous RAM (a cold boot)."""
+    incoming: bool = False
+    """Start paused, waiting for a saved state (``QemuVm.restore``): a clone of a template."""
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in ",=\n\0"):

@@ -10,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hyper.vmm.machine import Disk, MachineConfig
+from hyper.vmm.machine import Disk, MachineConfig, MemoryFile, Nic
+
+SCSI_BUS = "scsi0.0"
+"""The virtio-scsi controller's bus: every pod disk is hot-plugged on it (docs/vmm.md, "Disks")."""
+RAM_ID = "ram0"
 
 AGENT_PORT = "hyper.agent"
 """The virtio-serial port name the guest agent opens (``/dev/virtio-ports/hyper.agent``)."""
@@ -80,6 +84,20 @@ def machine_args(accelerator: str, cpus: int, memory_mb: int, sandbox: bool) -> 
     return args
 
 
+def memory_args(memory: MemoryFile, memory_mb: int) -> list[str]:
+    """RAM in a file: the template's (shared) or a clone's copy-on-write mapping of it."""
+    backend = ",".join(
+        [
+            "memory-backend-file",
+            f"id={RAM_ID}",
+            f"size={memory_mb}M",
+            f"mem-path={escape(str(memory.path))}",
+            f"share={'on' if memory.shared else 'off'}",
+        ]
+    )
+    return ["-object", backend, "-machine", f"memory-backend={RAM_ID}"]
+
+
 def console_args(console_fd: int) -> list[str]:
     return ["-chardev", f"socket,id=console,fd={console_fd}", "-serial", "chardev:console"]
 
@@ -101,12 +119,23 @@ def disk_args(disk: Disk) -> list[str]:
     return ["-drive", drive, "-device", f"virtio-blk-device,drive={disk.id},serial={disk.id}"]
 
 
+def nic_args(nic: Nic) -> list[str]:
+    """virtio-net on an existing tap: no scripts (the host's network layer made and wired the
+    tap), no vhost (no /dev/vhost-net on this kind of host)."""
+    return [
+        "-netdev", f"tap,id=net0,ifname={nic.tap},script=no,downscript=no",
+        "-device", "virtio-net-device,netdev=net0",
+    ]  # fmt: skip
+
+
 def build(
     binary: str, config: MachineConfig, wiring: Wiring, *, tsc_khz: int, sandbox: bool
 ) -> list[str]:
     """The argv that starts `config` as a QEMU micro-VM."""
     argv = [binary, "-name", escape(config.name)]
     argv += machine_args(config.accelerator, config.cpus, config.memory_mb, sandbox)
+    if config.memory_file is not None:
+        argv += memory_args(config.memory_file, config.memory_mb)
     argv += [
         "-kernel", str(config.kernel),
         "-initrd", str(config.initrd),
@@ -118,10 +147,15 @@ def build(
         "-mon", "chardev=qmp,mode=control",
         "-device", "virtio-serial-device",
         "-chardev", f"socket,id=agent,path={escape(str(config.agent_socket))}",
-        "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
+        "-device", f"virtserialport,chardev=agent,name={AGENT_PORT},id=agentport",
+        "-device", f"virtio-scsi-device,id={SCSI_BUS.split('.')[0]}",
     ]  # fmt: skip
+    if config.nic is not None:  # before any disk: its virtio-mmio slot is the same in every VM
+        argv += nic_args(config.nic)
     for disk in config.disks:
         argv += disk_args(disk)
+    if config.incoming:
+        argv += ["-incoming", "defer"]
     argv += ["-pidfile", str(wiring.pidfile)]
     return argv
 

@@ -21,13 +21,15 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from hyper.config.settings import VmSettings
 from hyper.errors import FailedPrecondition, HyperError, Internal, Unavailable
 from hyper.vmm import host
-from hyper.vmm.machine import MachineConfig, VmExit, VmState
-from hyper.vmm.qemu import binary, cmdline
+from hyper.vmm.machine import Disk, MachineConfig, VmExit, VmState
+from hyper.vmm.qemu import binary, cmdline, hotplug, snapshot
 from hyper.vmm.qemu.process import QemuProcess
 from hyper.vmm.qemu.qmp import Qmp
 from hyper.vmm.qemu.ring import ByteRing, drain
@@ -202,6 +204,36 @@ class QemuVm:
         self._require("execute a QMP command on", VmState.RUNNING)
         assert self._qmp is not None
         return await self._qmp.execute(command, arguments, timeout)
+
+    def expect_event(
+        self, name: str, match: Callable[[dict[str, Any]], bool] = lambda data: True
+    ) -> asyncio.Future[None]:
+        """Resolved by the next QMP event ``name`` whose data match (see `Qmp.expect`)."""
+        self._require("expect an event of", VmState.RUNNING)
+        assert self._qmp is not None
+        return self._qmp.expect(name, match)
+
+    async def attach_disk(self, disk: Disk) -> None:
+        """Hot-plug ``disk`` (see `hotplug`): the guest finds it by its serial, ``disk.id``."""
+        self._require("attach a disk to", VmState.RUNNING)
+        await hotplug.attach(self._execute, disk)
+        self._logger.debug("disk %s attached: %s", disk.id, disk.path)
+
+    async def save_state(self, path: Path, timeout: float = 30.0) -> None:
+        """Pause the guest and save its device state (a template; RAM is in its file)."""
+        self._require("save the state of", VmState.RUNNING)
+        await snapshot.save(self._execute, path, timeout)
+
+    async def restore_state(self, path: Path, timeout: float = 30.0) -> None:
+        """Load a saved state into this VM (started with ``incoming``) and resume it."""
+        self._require("restore a state into", VmState.RUNNING)
+        if not self.config.incoming:
+            raise FailedPrecondition(f"VM {self.config.name} was not started to take a state")
+        await snapshot.load(self._execute, path, timeout)
+
+    async def _execute(self, command: str, arguments: dict[str, object]) -> Any:
+        assert self._qmp is not None
+        return await self._qmp.execute(command, arguments)
 
     def console_tail(self) -> str:
         """The last 64 KiB the guest printed on its serial console (allowed in every state)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,29 @@ class Qmp:
         self.shutdown_reason: str | None = None
         """``data.reason`` of the last SHUTDOWN event: "guest-shutdown", "host-qmp-quit", ..."""
         self.version: str = ""
+        self._expected: list[tuple[str, Callable[[dict[str, Any]], bool], asyncio.Future[None]]]
+        self._expected = []
+
+    def expect(
+        self, name: str, match: Callable[[dict[str, Any]], bool] = lambda data: True
+    ) -> asyncio.Future[None]:
+        """A future resolved by the next event ``name`` whose data ``match``es (only events that
+        someone expects are looked at beyond the log; call this before causing the event)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._expected.append((name, match, future))
+        return future
 
     def _on_event(self, msg: Message) -> None:
         name = msg.get("event")
         self._logger.debug("QMP event %s %s", name, msg.get("data", {}))
+        data = msg.get("data")
+        for entry in list(self._expected):
+            wanted, match, future = entry
+            if future.done():
+                self._expected.remove(entry)
+            elif wanted == name and isinstance(data, dict) and match(data):
+                future.set_result(None)
+                self._expected.remove(entry)
         if name == "SHUTDOWN":
             data = msg.get("data")
             if isinstance(data, dict) and isinstance(data.get("reason"), str):
