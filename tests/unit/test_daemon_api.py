@@ -46,6 +46,8 @@ def _remove_fuzz_state() -> Iterator[None]:
     """The fuzzed app's state (made at import, for schemathesis) goes with the module."""
     yield
     shutil.rmtree(_FUZZ_ROOT, ignore_errors=True)
+
+
 schema = schemathesis.openapi.from_asgi("/v1/openapi.json", _app)
 
 
