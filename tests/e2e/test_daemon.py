@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -40,7 +41,8 @@ def _qemu_pids(run_dir: Path) -> list[int]:
 
 def test_detached_container_through_every_verb(hyper):
     ticker = "i=0; while :; do echo tick $i; i=$((i+1)); sleep 0.2; done"
-    events = hyper.popen("events", "--format", "json")
+    # From a time before the create: the subscriber may connect after the first events.
+    events = hyper.popen("events", "--format", "json", "--since", str(time.time() - 1))
     cid = _ok(
         hyper("run", "-d", "--name", "web", "-l", "tier=front", "busybox", "sh", "-c", ticker)
     )
