@@ -8,7 +8,7 @@ from starlette.requests import Request
 
 from hyper.config.settings import from_dict
 from hyper.daemon.app import create_app
-from hyper.daemon.volumes import caller
+from hyper.daemon.caller import caller
 from hyper.service.core import Services
 
 

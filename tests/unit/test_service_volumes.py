@@ -12,8 +12,9 @@ from hyper import errors
 from hyper.config.settings import Paths, Settings
 from hyper.model.mount import parse_mount
 from hyper.model.pod import ContainerSpec, PodSpec
+from hyper.service.caller import Caller
 from hyper.service.events import EventBus
-from hyper.service.volumes import Caller, VolumeService
+from hyper.service.volumes import VolumeService
 from hyper.state.db import Database, PodRecord
 
 ALICE, BOB = Caller("alice"), Caller("bob")

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from hyper import __version__, errors
 from hyper.daemon import images, networks, relay, templates, views, volumes
+from hyper.daemon.caller import caller
 from hyper.daemon.schemas import ContainerCreate, Created, ExecConfig, PodCreate
 from hyper.model.mount import parse_mounts
 from hyper.model.pod import (
@@ -153,7 +154,7 @@ def create_app(services: Services) -> FastAPI:
             restart=RestartPolicy.parse(request.restart),
             labels=request.labels,
             auto_remove=request.auto_remove,
-            caller=volumes.caller(http),
+            caller=caller(http),
         )
         return Created(id=pod.containers[0].id, name=pod.containers[0].name)
 
@@ -354,7 +355,7 @@ def create_app(services: Services) -> FastAPI:
             restart=RestartPolicy.parse(request.restart),
             labels=request.labels,
             auto_remove=request.auto_remove,
-            caller=volumes.caller(http),
+            caller=caller(http),
         )
         return Created(id=pod.id, name=pod.name)
 

@@ -1,6 +1,6 @@
 """hyperd's network and floating IP routes: each one call into
 :class:`hyper.service.networks.NetworkService` for the request's tenant
-(:func:`hyper.daemon.volumes.caller`: today the default tenant, or the operator's interim
+(:func:`hyper.daemon.caller.caller`: today the default tenant, or the operator's interim
 ``X-Hyper-Tenant`` header)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
+from hyper.daemon.caller import caller
 from hyper.daemon.schemas import Strict
-from hyper.daemon.volumes import caller
 from hyper.service.core import Services
 
 Name = Annotated[str, Field(min_length=1, max_length=63)]

@@ -1,11 +1,6 @@
 """hyperd's volume and snapshot routes, each one call into
-:class:`hyper.service.volumes.VolumeService` on behalf of the request's :class:`Caller`.
-
-:func:`caller` is where a request becomes a tenant and an operator flag: today the tenant is
-always the default one, and the operator is whoever reaches the unix socket (mode 0600); a
-request over TCP (always TLS) is not the operator, so it may not mount host directories. The
-tenancy work (issue 8) replaces the tenant here, from the request's token.
-"""
+:class:`hyper.service.volumes.VolumeService` on behalf of the request's caller
+(:func:`hyper.daemon.caller.caller`)."""
 
 from __future__ import annotations
 
@@ -14,10 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
+from hyper.daemon.caller import caller
 from hyper.daemon.schemas import Strict
-from hyper.model.pod import check_name
 from hyper.service.core import Services
-from hyper.service.volumes import DEFAULT_TENANT, Caller
 from hyper.state.volumes import SnapshotRecord, VolumeRecord
 
 Name = Annotated[str, Field(min_length=1, max_length=63)]
@@ -34,19 +28,6 @@ class VolumeCreate(Strict):
 class SnapshotCreate(Strict):
     volume: Annotated[str, Field(min_length=1, max_length=256)]
     name: Name | None = None
-
-
-TENANT_HEADER = "X-Hyper-Tenant"
-"""Interim, until issue 8: the operator (unix socket) may act as another tenant with this header
-(``hyper --tenant T``); other callers are always the default tenant."""
-
-
-def caller(request: Request) -> Caller:
-    """Who sent the request (see the module's docstring)."""
-    operator = request.url.scheme != "https"
-    tenant = request.headers.get(TENANT_HEADER, "") if operator else ""
-    tenant = check_name(tenant, "tenant") if tenant else DEFAULT_TENANT
-    return Caller(tenant=tenant, operator=operator)
 
 
 def router(services: Services) -> APIRouter:

@@ -37,7 +37,6 @@ from hyper.state.networks import EndpointRecord, FipRecord, NetworkRecord, Netwo
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_TENANT = "default"
 DEFAULT_NETWORK = "default"
 NO_NETWORK = "none"
 _ACTIVE = ("starting", "running", "stopping")

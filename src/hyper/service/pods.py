@@ -41,9 +41,10 @@ from hyper.model.pod import PodSpec, check_name
 from hyper.model.restart import RestartPolicy
 from hyper.sandbox.rundir import sweep
 from hyper.service import names
+from hyper.service.caller import Caller
 from hyper.service.events import Event, EventBus
 from hyper.service.networks import NetworkService
-from hyper.service.volumes import Caller, VolumeService
+from hyper.service.volumes import VolumeService
 from hyper.shim import launch
 from hyper.shim import logs as logfiles
 from hyper.shim.client import ShimClient

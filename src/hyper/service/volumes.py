@@ -31,7 +31,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from hyper import errors
@@ -39,6 +38,7 @@ from hyper.config import Settings
 from hyper.model.mount import Mount, MountKind
 from hyper.model.pod import PodSpec, check_name, pod_from_dict
 from hyper.service import names
+from hyper.service.caller import Caller
 from hyper.service.events import Event, EventBus
 from hyper.shim.client import ShimClient
 from hyper.state.db import Database
@@ -47,17 +47,7 @@ from hyper.volumes import Attachment, Consistency, LocalDriver, VolumeDriver, di
 from hyper.volumes.driver import DEFAULT_SIZE
 
 _log = logging.getLogger(__name__)
-DEFAULT_TENANT = "default"
 ACTIVE = ("starting", "running", "stopping")
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who asks: the tenant whose objects they see, and whether they are the host's operator
-    (today: every caller; the daemon says so for its unix socket)."""
-
-    tenant: str = DEFAULT_TENANT
-    operator: bool = True
 
 
 def check_host_bind(caller: Caller, mount: Mount) -> None:
