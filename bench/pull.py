@@ -30,6 +30,7 @@ from tests.registry_fixtures import start_registry  # noqa: E402
 from hyper.config.settings import Paths, RegistrySettings, Settings  # noqa: E402
 from hyper.images.builder import build_image  # noqa: E402
 from hyper.images.compression import Compression  # noqa: E402
+from hyper.service.caller import Caller  # noqa: E402
 from hyper.service.images import ImageService  # noqa: E402
 
 
@@ -89,7 +90,7 @@ def main() -> int:
         for run in range(args.runs):
             state = work / f"hyper-{run}"
             started = time.monotonic()
-            pulled = service(state, registry.host, args.downloads).pull(ref)
+            pulled = service(state, registry.host, args.downloads).pull(Caller.operator(), ref)
             hyper_s.append(time.monotonic() - started)
             assert pulled.digest == image.digest
             shutil.rmtree(state)

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +24,42 @@ import pytest
 HYPER = [sys.executable, "-m", "hyper.cli"]
 
 
+NO_CLIENT_CONFIG = {"HYPER_CLIENT_CONFIG": os.devnull}
+"""The CLI's stored endpoint and key (``hyper config set``) of the machine never apply here."""
+
+
 class Hyper:
-    def __init__(self, config: Path, run_dir: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        run_dir: Path,
+        *,
+        options: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = run_dir
-        self.env = {**os.environ, "HYPER_CONFIG": str(config)}
+        self.options = list(options)
+        """Global options before every command's own (``-H``, ``--key``...)."""
+        self.env = {**os.environ, "HYPER_CONFIG": str(config), **NO_CLIENT_CONFIG, **(env or {})}
         self.clients: list[subprocess.Popen[bytes]] = []
 
     def __call__(
         self, *args: str, input: bytes | None = None, timeout: float = 180
     ) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [*HYPER, *args], input=input, capture_output=True, env=self.env, timeout=timeout
+            [*HYPER, *self.options, *args],
+            input=input,
+            capture_output=True,
+            env=self.env,
+            timeout=timeout,
         )
 
     def popen(self, *args: str, **kwargs) -> subprocess.Popen[bytes]:
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
         kwargs.setdefault("stdin", subprocess.DEVNULL)
-        client = subprocess.Popen([*HYPER, *args], env=self.env, **kwargs)
+        client = subprocess.Popen([*HYPER, *self.options, *args], env=self.env, **kwargs)
         self.clients.append(client)
         return client
 
@@ -171,12 +189,15 @@ def hyperd(hyper_home, hyperd_config: Path) -> Iterator[Daemon]:
     yield daemon
     if daemon.process is None or daemon.process.poll() is not None:
         daemon.start()
-    env = {**os.environ, "HYPER_CONFIG": str(config)}
+    env = {**os.environ, "HYPER_CONFIG": str(config), **NO_CLIENT_CONFIG}
+    every = ("--tenant", "*")  # the pods of every tenant
     listed = subprocess.run(
-        [*HYPER, "pod", "ls", "-a", "-q"], capture_output=True, env=env, timeout=60
+        [*HYPER, *every, "pod", "ls", "-a", "-q"], capture_output=True, env=env, timeout=60
     )
     for pod in listed.stdout.decode().split():
-        subprocess.run([*HYPER, "pod", "rm", "-f", pod], capture_output=True, env=env, timeout=120)
+        subprocess.run(
+            [*HYPER, *every, "pod", "rm", "-f", pod], capture_output=True, env=env, timeout=120
+        )
     daemon.stop()
     leftovers = assert_nothing_left(state, run_dir) + network_leftovers(config)
     assert not leftovers, f"left behind: {leftovers}"
@@ -252,3 +273,80 @@ def hyper(hyperd: Daemon) -> Iterator[Hyper]:
     tool = Hyper(hyperd.config, hyperd.run_dir)
     yield tool
     tool.kill_clients()
+
+
+# ---------------------------------------------------------------- hyperd over TCP + TLS
+
+
+@dataclass(frozen=True)
+class TcpTls:
+    """A settings file whose hyperd also serves TCP with TLS, and how a client reaches it."""
+
+    config: Path
+    endpoint: str
+    """``https://127.0.0.1:PORT``"""
+    ca: Path
+    """The CA that signed hyperd's certificate (for ``--ca`` or $HYPER_CA)."""
+
+    def wait(self, timeout: float = 60) -> None:
+        """Until hyperd accepts TCP connections (it opens the unix socket first)."""
+        import socket
+
+        port = int(self.endpoint.rpartition(":")[2])
+
+        def listening() -> bool:
+            with socket.socket() as probe:
+                return probe.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, timeout, f"hyperd to listen on {self.endpoint}")
+
+
+def tcp_tls_config(base: Path, directory: Path) -> TcpTls:
+    """The settings file ``base`` (the session's: same state, run dir and network) with hyperd
+    also on TCP 127.0.0.1:<free port>, with a certificate of a new CA, written in ``directory``.
+    A test module uses it by overriding the ``hyperd_config`` fixture (see test_tenancy_cli)."""
+    import socket
+
+    from tests.registry_fixtures import make_tls
+
+    tls = make_tls(directory / "tls")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    text = base.read_text()
+    assert "[daemon]\n" in text, f"{base} has no [daemon] section"
+    text = text.replace(
+        "[daemon]\n",
+        f'[daemon]\ntcp = "127.0.0.1:{port}"\ntls_cert = "{tls.cert}"\ntls_key = "{tls.key}"\n',
+        1,
+    )
+    config = directory / "config.toml"
+    config.write_text(text)
+    return TcpTls(config, f"https://127.0.0.1:{port}", tls.ca)
+
+
+def create_tenant(hyper: Hyper, tenant: str, role: str = "admin") -> str:
+    """A new tenant (made through ``hyper``: the unix socket's operator) and an access key of
+    ``role`` in it: the key."""
+    made = hyper("tenant", "create", tenant)
+    assert made.returncode == 0, made.stderr.decode()
+    return create_key(hyper, tenant, role)
+
+
+def create_key(hyper: Hyper, tenant: str, role: str = "admin") -> str:
+    """Another access key of ``role`` in ``tenant`` (by the operator): the key."""
+    made = hyper("key", "create", "--tenant", tenant, "--role", role, "--name", "e2e")
+    assert made.returncode == 0, made.stderr.decode()
+    key = made.stdout.decode().strip()
+    assert key.startswith("hk_"), made.stdout
+    return key
+
+
+def tcp_client(hyper: Hyper, tcp: TcpTls, key: str) -> Hyper:
+    """``hyper -H https://127.0.0.1:PORT --key KEY ...`` trusting ``tcp.ca`` ($HYPER_CA)."""
+    return Hyper(
+        hyper.config,
+        hyper.run_dir,
+        options=["-H", tcp.endpoint, "--key", key],
+        env={"HYPER_CA": str(tcp.ca)},
+    )

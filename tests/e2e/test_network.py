@@ -100,12 +100,18 @@ def net(hyper_home, outside: Outside, tmp_path: Path) -> Iterator[tuple[Hyper, D
     daemon = Daemon(config, state, run_dir)
     daemon.start()
     tool = Hyper(config, run_dir)
+    made = tool("tenant", "create", "blue")  # another tenant (the state outlives one test)
+    assert made.returncode == 0 or b"exists already" in made.stderr, made.stderr.decode()
+    archive = tmp_path / "busybox.tar"  # with the default tenant's busybox (images are a
+    ok(tool("save", "-o", str(archive), "busybox"))  # tenant's): save, load as blue
+    ok(tool("--tenant", "blue", "load", "-i", str(archive)))
     yield tool, daemon
     tool.kill_clients()
     if daemon.process is None or daemon.process.poll() is not None:
         daemon.start()
-    for pod in tool("pod", "ls", "-a", "-q").stdout.decode().split():
-        tool("pod", "rm", "-f", pod)
+    every = ("--tenant", "*")  # the pods of every tenant
+    for pod in tool(*every, "pod", "ls", "-a", "-q").stdout.decode().split():
+        tool(*every, "pod", "rm", "-f", pod)
     for tenant in ("default", "blue"):
         for name in tool("--tenant", tenant, "network", "ls", "-q").stdout.decode().split():
             tool("--tenant", tenant, "network", "rm", name)
@@ -207,7 +213,10 @@ def test_published_port_and_floating_ip(net, outside):
         assert fip in listing and "web" in listing
         # Another tenant neither sees nor moves it.
         assert fip not in ok(hyper("--tenant", "blue", "fip", "ls"))
-        assert hyper("--tenant", "blue", "fip", "disassociate", fip).returncode != 0
+        theirs = hyper("--tenant", "blue", "fip", "disassociate", fip)
+        assert theirs.returncode != 0 and b"no such floating IP" in theirs.stderr
+        every = ok(hyper("--tenant", "*", "fip", "ls")).split("\n")
+        assert every[0].split()[0] == "TENANT" and every[1].split()[:2] == ["default", fip]
         ok(hyper("fip", "disassociate", fip))
         wait_for(lambda: outside.get(f"http://{fip}/", timeout=1) is None, 10, "the FIP to go")
         assert _source_seen(hyper, outside, echo.port) == outside.host_ip

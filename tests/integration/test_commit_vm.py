@@ -105,7 +105,7 @@ def test_processes_export_commit_and_run_the_committed_image(
         base = store.resolve("busybox")
         image = await asyncio.to_thread(
             commit,
-            store,
+            store.tenant("default"),
             base,
             layer,
             reference="committed:test",

@@ -96,13 +96,23 @@ def test_tcp_with_tls(tmp_path: Path) -> None:
 
         wait_for(listening, 60, "hyperd to listen on TCP")
         host = f"https://127.0.0.1:{port}"
-        env = {**os.environ, "HYPER_CA": str(ca)}
+        local = {**os.environ, "HYPER_CONFIG": str(config), "HYPER_CLIENT_CONFIG": os.devnull}
+        made = subprocess.run(  # a key of the default tenant, by the unix socket's operator
+            [*HYPER, "key", "create", "--role", "member"], capture_output=True, env=local
+        )
+        assert made.returncode == 0, made.stderr.decode()
+        env = {**os.environ, "HYPER_CA": str(ca), "HYPER_CLIENT_CONFIG": os.devnull}
+        anonymous = subprocess.run(
+            [*HYPER, "-H", host, "version"], capture_output=True, env=env, timeout=60
+        )
+        assert anonymous.returncode != 0 and b"credential" in anonymous.stderr
         trusted = subprocess.run(
-            [*HYPER, "-H", host, "version", "--format", "json"],
+            [*HYPER, "-H", host, "--key", made.stdout.decode().strip(), "version", "--format",
+             "json"],
             capture_output=True,
             env=env,
             timeout=60,
-        )
+        )  # fmt: skip
         assert trusted.returncode == 0, trusted.stderr.decode()
         assert json.loads(trusted.stdout)["server"]["api_version"] == "1"
         env.pop("HYPER_CA")

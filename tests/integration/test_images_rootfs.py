@@ -171,7 +171,7 @@ def test_hostile_image_builds_nothing(tmp_path, store):
 def test_gc_removes_rootfs_of_untagged_images(store):
     image = ensure_busybox(store)
     path = asyncio.run(erofs_image(store, image))
-    store.remove("busybox")
+    store.tenant("default").remove("busybox")
     result = store.gc()
     assert result.rootfs_removed == 1 and not path.exists()
     assert list(store.content) == []

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from hyper import errors
+from hyper.config.settings import KeystoneSettings
 from hyper.tenancy.keystone import KeystoneAuthenticator
 from hyper.tenancy.principal import KEYSTONE, Role
-from hyper.tenancy.settings import KeystoneSettings
 from tests import keystone_fixture
 from tests.keystone_fixture import SERVICE_PASSWORD, USER_PASSWORD, Keystone
 
@@ -122,3 +122,80 @@ def test_wrong_service_credentials_are_reported_as_such(keystone: Keystone) -> N
     token = keystone.password_token("alice", USER_PASSWORD, project="alpha")
     with pytest.raises(errors.Unavailable, match="service credentials"):
         authenticate(settings(keystone, password="wrong"), token)
+
+
+def test_hyperd_takes_keystone_tokens_over_tcp(
+    keystone: Keystone, short_lived: Keystone, tmp_path: Path
+) -> None:
+    """The whole path: a Keystone token on hyperd's TCP listener is its project's tenant with
+    the mapped role (the tenant is made on first use); revoked or expired, it is refused."""
+    import json
+    import shutil
+    import ssl
+    import tempfile
+
+    import httpx
+
+    from tests.e2e.conftest import Daemon
+    from tests.registry_fixtures import free_port, make_tls
+
+    tls = make_tls(tmp_path / "tls")
+    run_dir = Path(tempfile.mkdtemp(prefix="hyper-ks-"))
+    state = tmp_path / "state"
+    state.mkdir()
+    port = free_port()
+    password = tmp_path / "keystone.password"
+    password.write_text(SERVICE_PASSWORD + "\n")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[paths]\nstate_dir = "{state}"\nrun_dir = "{run_dir}"\n'
+        f'[daemon]\nsocket = "{run_dir}/hyperd.sock"\ntcp = "127.0.0.1:{port}"\n'
+        f'tls_cert = "{tls.cert}"\ntls_key = "{tls.key}"\n'
+        f'[keystone]\nurl = "{keystone.url}"\nusername = "hyperd"\n'
+        f'password_file = "{password}"\nproject = "service"\ncache_ttl = 0.0\n'
+    )
+    daemon = Daemon(config, state, run_dir)
+    daemon.start()
+    api = httpx.Client(
+        base_url=f"https://127.0.0.1:{port}/v1",
+        verify=ssl.create_default_context(cafile=str(tls.ca)),
+        timeout=60,
+    )
+    try:
+
+        def call(method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
+            return api.request(method, path, headers={"X-Auth-Token": token}, **kwargs)
+
+        alpha = keystone.find("project", "alpha")
+        token = keystone.password_token("alice", USER_PASSWORD, project="alpha")
+        me = call("GET", "/whoami", token)
+        assert me.status_code == 200, me.text
+        assert (me.json()["tenant"], me.json()["role"]) == (alpha["id"], "member")
+        assert call("GET", "/containers", token).json() == []
+        assert call("GET", "/keys", token).status_code == 403  # a member reads, no more
+        refused = call("POST", "/volumes", token, json={"name": "v", "size": "16M"})
+        assert refused.status_code == 403, refused.text
+        admin = keystone.admin_token()
+        assert call("GET", "/keys", admin).status_code == 200  # Keystone admin: tenant admin
+        local = httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket)))
+        tenants = local.get("http://hyperd/v1/tenants").json()
+        assert {t["name"]: t["source"] for t in tenants}[alpha["id"]] == "keystone"
+        local.close()
+
+        keystone.revoke(token)
+        answer = call("GET", "/whoami", token)
+        assert answer.status_code == 401 and answer.json()["kind"] == "Unauthenticated"
+
+        brief = short_lived.password_token("alice", USER_PASSWORD, project="alpha")
+        assert call("GET", "/whoami", brief).status_code == 200
+        expires = json.loads(call("GET", "/whoami", brief).text)["expires_at"]
+        deadline = expires + 60
+        while call("GET", "/whoami", brief).status_code == 200:
+            assert time.time() < deadline, "an expired Keystone token is still accepted"
+            time.sleep(0.5)
+        assert time.time() >= expires - 1
+        assert call("GET", "/whoami", brief).status_code == 401
+    finally:
+        api.close()
+        daemon.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)

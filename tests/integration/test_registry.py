@@ -39,6 +39,7 @@ from hyper.images.rootfs import unpack_image
 from hyper.registry.client import RegistryClient
 from hyper.registry.pull import Progress
 from hyper.registry.push import push
+from hyper.service.caller import Caller
 from hyper.service.images import ImageService
 from tests.registry_fixtures import (
     REGISTRY,
@@ -84,6 +85,9 @@ def token_registry(tmp_path_factory) -> Iterator[Registry]:
         raise
     yield r
     r.stop()
+
+
+OPERATOR = Caller.operator()
 
 
 def service(
@@ -253,14 +257,14 @@ def test_multi_layer_round_trip_gives_exactly_the_expected_tree(registry, tmp_pa
     ref = f"{registry.host}/tree-{compression.value}:v1"
     a = service(tmp_path / "a", registry)
     built = build_image(a.store, ref, [LOWER, MIDDLE, UPPER], compression=compression)
-    result = a.push(ref)
+    result = a.push(OPERATOR, ref)
     assert result.digest == built.digest and result.uploaded == 4
-    again = a.push(ref)
+    again = a.push(OPERATOR, ref)
     assert again.existing == 4 and again.uploaded == 0
 
     b = service(tmp_path / "b", registry)
     events: list[Progress] = []
-    pulled = b.pull(ref, progress=events.append)
+    pulled = b.pull(OPERATOR, ref, progress=events.append)
     assert pulled.digest == built.digest
     assert pulled.diff_ids == built.diff_ids
     assert {e.status for e in events} >= {"waiting", "downloading", "done"}
@@ -275,15 +279,15 @@ def test_shared_layers_are_stored_once_and_mounted_across_repositories(registry,
     app = f"{registry.host}/shared/app:1"
     build_image(a.store, base, [LOWER])
     build_image(a.store, app, [LOWER, UPPER], compression=Compression.NONE)
-    assert a.push(base).uploaded == 2
-    result = a.push(app)
+    assert a.push(OPERATOR, base).uploaded == 2
+    result = a.push(OPERATOR, app)
     assert result.mounted == 1  # LOWER, from shared/base, not uploaded again
     assert result.uploaded == 2  # UPPER and the config
 
     b = service(tmp_path / "b", registry)
-    b.pull(base)
+    b.pull(OPERATOR, base)
     events: list[Progress] = []
-    image = b.pull(app, progress=events.append)
+    image = b.pull(OPERATOR, app, progress=events.append)
     lower = image.layers[0].digest
     assert [e.status for e in events if e.digest == lower] == ["waiting", "exists"]
     blobs = sorted(os.listdir(b.store.root / "blobs" / "sha256"))
@@ -297,13 +301,13 @@ def test_chunked_upload_and_progress(registry, tmp_path):
     transport = Recorder()
     events: list[Progress] = []
     with RegistryClient(ref.registry, insecure=True, transport=transport) as client:
-        push(a.store, client, ref, chunk_size=256 << 10, progress=events.append)
+        push(a.store.tenant("default"), client, ref, chunk_size=256 << 10, progress=events.append)
     patches = [r for r in transport.requests if r[0] == "PATCH"]
     assert len(patches) == 3  # 700 KiB in 256 KiB chunks
     uploads = [e.current for e in events if e.digest == big and e.status == "uploading"]
     assert uploads == [256 << 10, 512 << 10, len(payload) + 1536 + 512] or uploads[-1] > 512 << 10
     b = service(tmp_path / "b", registry)
-    assert b.pull(ref.canonical).digest == image.digest
+    assert b.pull(OPERATOR, ref.canonical).digest == image.digest
     b.store.content.verify(big)
 
 
@@ -319,8 +323,8 @@ def test_index_narrowed_to_linux_amd64_with_docker_media_types(registry, tmp_pat
     a = service(tmp_path / "a", registry)
     repo = "multi/arch"
     amd64 = build_image(a.store, f"{registry.host}/{repo}:amd64", [{"arch": b"amd64"}])
-    a.push(f"{registry.host}/{repo}:amd64")
-    with a.client(registry.host) as client:
+    a.push(OPERATOR, f"{registry.host}/{repo}:amd64")
+    with a.client(registry.host, "default") as client:
         # An arm64 image whose layer the pull must never download.
         arm_layer = b"not a tar: never fetched"
         arm_config = json.dumps(
@@ -357,18 +361,18 @@ def test_index_narrowed_to_linux_amd64_with_docker_media_types(registry, tmp_pat
         ).encode()  # fmt: skip
         client.put_manifest(repo, "multi", index, oci.DOCKER_MANIFEST_LIST)
     b = service(tmp_path / "b", registry)
-    image = b.pull(f"{registry.host}/{repo}:multi")
+    image = b.pull(OPERATOR, f"{registry.host}/{repo}:multi")
     assert image.digest == amd64.digest
-    assert b.store.refs.get(f"{registry.host}/{repo}:multi") == Digest.of(index)
+    assert b.store.tenant("default").refs.get(f"{registry.host}/{repo}:multi") == Digest.of(index)
     assert not b.store.content.exists(layer_digest)
-    assert b.inspect(f"{registry.host}/{repo}:multi")["RepoDigests"] == [
+    assert b.inspect(OPERATOR, f"{registry.host}/{repo}:multi")["RepoDigests"] == [
         f"{registry.host}/{repo}@{Digest.of(index)}"
     ]
     # By digest, and the arm64 image alone (a Docker schema 2 manifest) is refused on this host
     # only when unpacked, not when pulled: it is a valid image.
-    pinned = b.pull(f"{registry.host}/{repo}@{Digest.of(index)}")
+    pinned = b.pull(OPERATOR, f"{registry.host}/{repo}@{Digest.of(index)}")
     assert pinned.digest == amd64.digest
-    arm = b.pull(f"{registry.host}/{repo}:arm64")
+    arm = b.pull(OPERATOR, f"{registry.host}/{repo}:arm64")
     assert arm.media_type == oci.DOCKER_MANIFEST and arm.architecture == "arm64"
 
 
@@ -376,12 +380,12 @@ def test_interrupted_pull_resumes_with_a_range_request(registry, tmp_path):
     a = service(tmp_path / "a", registry)
     ref = f"{registry.host}/resume:1"
     image, big, payload = big_image(a, ref)
-    a.push(ref)
+    a.push(OPERATOR, ref)
 
     cutting = Recorder(big, cuts=99)
     b = service(tmp_path / "b", registry, transport=cutting)
     with pytest.raises(Unavailable, match="cut"):
-        b.pull(ref)
+        b.pull(OPERATOR, ref)
     partial = b.store.tmp_dir / f"{big.hex}.partial"
     kept = partial.stat().st_size
     assert 0 < kept < len(payload) + 2048
@@ -393,7 +397,7 @@ def test_interrupted_pull_resumes_with_a_range_request(registry, tmp_path):
 
     recording = Recorder()
     c = service(tmp_path / "b", registry, transport=recording)  # the same store
-    assert c.pull(ref).digest == image.digest
+    assert c.pull(OPERATOR, ref).digest == image.digest
     assert recording.blob_gets(big) == [f"bytes={kept}-"]
     c.store.content.verify(big)
     assert not partial.exists()
@@ -403,10 +407,10 @@ def test_a_cut_download_is_resumed_within_the_same_pull(registry, tmp_path):
     a = service(tmp_path / "a", registry)
     ref = f"{registry.host}/resume-once:1"
     image, big, _ = big_image(a, ref)
-    a.push(ref)
+    a.push(OPERATOR, ref)
     transport = Recorder(big, cuts=1)
     b = service(tmp_path / "b", registry, transport=transport)
-    assert b.pull(ref).digest == image.digest
+    assert b.pull(OPERATOR, ref).digest == image.digest
     gets = transport.blob_gets(big)
     assert len(gets) == 2 and gets[0] is None and gets[1] is not None
     assert gets[1].startswith("bytes=") and gets[1] != "bytes=0-"
@@ -416,17 +420,17 @@ def test_corrupted_download_is_detected_and_fetched_again(registry, tmp_path):
     a = service(tmp_path / "a", registry)
     ref = f"{registry.host}/corrupt:1"
     image, big, _ = big_image(a, ref, 1 << 20)
-    a.push(ref)
+    a.push(OPERATOR, ref)
     once = Recorder(big, corruptions=1)
     b = service(tmp_path / "b", registry, transport=once)
-    assert b.pull(ref).digest == image.digest
+    assert b.pull(OPERATOR, ref).digest == image.digest
     assert once.blob_gets(big) == [None, None]  # the second download starts over
     b.store.content.verify(big)
 
     always = Recorder(big, corruptions=99)
     c = service(tmp_path / "c", registry, transport=always)
     with pytest.raises(InvalidArgument, match="hashes to"):
-        c.pull(ref)
+        c.pull(OPERATOR, ref)
     assert not c.store.content.exists(big)
     with pytest.raises(NotFound):
         c.store.resolve(ref)
@@ -436,16 +440,16 @@ def test_corrupted_local_blob_is_detected_and_fetched_again(registry, tmp_path):
     a = service(tmp_path / "a", registry)
     ref = f"{registry.host}/local-corrupt:1"
     _, big, _ = big_image(a, ref, 1 << 20)
-    a.push(ref)
+    a.push(OPERATOR, ref)
     b = service(tmp_path / "b", registry)
-    b.pull(ref)
+    b.pull(OPERATOR, ref)
     blob = b.store.content.path(big)
     os.chmod(blob, 0o644)
     with open(blob, "r+b") as f:
         f.seek(1000)
         f.write(b"\0garbage\0")
     events: list[Progress] = []
-    b.pull(ref, progress=events.append)
+    b.pull(OPERATOR, ref, progress=events.append)
     assert "done" in [e.status for e in events if e.digest == big]
     b.store.content.verify(big)
 
@@ -453,19 +457,19 @@ def test_corrupted_local_blob_is_detected_and_fetched_again(registry, tmp_path):
 def test_clear_errors(registry, tmp_path):
     a = service(tmp_path / "a", registry)
     with pytest.raises(NotFound, match="not found"):
-        a.pull(f"{registry.host}/no/such/repo:1")
+        a.pull(OPERATOR, f"{registry.host}/no/such/repo:1")
     build_image(a.store, f"{registry.host}/errs:1", [{"f": b"x"}])
-    a.push(f"{registry.host}/errs:1")
+    a.push(OPERATOR, f"{registry.host}/errs:1")
     with pytest.raises(NotFound, match="MANIFEST_UNKNOWN"):
-        a.pull(f"{registry.host}/errs:nope")
+        a.pull(OPERATOR, f"{registry.host}/errs:nope")
     with pytest.raises(NotFound):
-        a.pull(f"{registry.host}/errs@sha256:{'0' * 64}")
+        a.pull(OPERATOR, f"{registry.host}/errs@sha256:{'0' * 64}")
     nobody = f"127.0.0.1:{free_port()}"
     b = service(tmp_path / "b", insecure=(nobody,))
     with pytest.raises(Unavailable, match="cannot reach"):
-        b.pull(f"{nobody}/x:1")
+        b.pull(OPERATOR, f"{nobody}/x:1")
     with pytest.raises(NotFound):
-        a.push(f"{registry.host}/not-in-the-store:1")
+        a.push(OPERATOR, f"{registry.host}/not-in-the-store:1")
 
 
 # -- TLS + htpasswd -------------------------------------------------------------------------
@@ -475,31 +479,31 @@ def test_tls_with_a_custom_ca_and_basic_auth(tls_registry, tmp_path):
     host = tls_registry.host
     untrusting = service(tmp_path / "u", tls_registry, ca=False)
     with pytest.raises(Unavailable, match="CERTIFICATE_VERIFY_FAILED"):
-        untrusting.login(host, "alice", "s3cret")
+        untrusting.login(OPERATOR, host, "alice", "s3cret")
 
     a = service(tmp_path / "a", tls_registry)
     with pytest.raises(Unauthenticated, match="refused the credentials"):
-        a.login(host, "alice", "wrong")
-    assert not a.auth.path.exists()
-    assert a.login(host, "alice", "s3cret") == "Login Succeeded"
-    assert stat.S_IMODE(a.auth.path.stat().st_mode) == 0o600
-    doc = json.loads(a.auth.path.read_text())
+        a.login(OPERATOR, host, "alice", "wrong")
+    assert not a.auth("default").path.exists()
+    assert a.login(OPERATOR, host, "alice", "s3cret") == "Login Succeeded"
+    assert stat.S_IMODE(a.auth("default").path.stat().st_mode) == 0o600
+    doc = json.loads(a.auth("default").path.read_text())
     assert base64.b64decode(doc["auths"][host]["auth"]) == b"alice:s3cret"
 
     ref = f"{host}/secure/app:1"
     built = build_image(a.store, ref, [LOWER, MIDDLE, UPPER], compression=Compression.GZIP)
-    a.push(ref)
+    a.push(OPERATOR, ref)
 
     anonymous = service(tmp_path / "anon", tls_registry)
     with pytest.raises(Unauthenticated, match="hyper login"):
-        anonymous.pull(ref)
+        anonymous.pull(OPERATOR, ref)
     # Credentials written by the first service (docker's format) serve the second.
-    shutil.copy(a.auth.path, anonymous.auth.path)
-    assert anonymous.pull(ref).digest == built.digest
+    shutil.copy(a.auth("default").path, anonymous.auth("default").path)
+    assert anonymous.pull(OPERATOR, ref).digest == built.digest
     assert unpacked(anonymous, ref, tmp_path / "tree") == EXPECTED
-    assert a.logout(host) is True
-    assert a.logout(host) is False
-    assert a.auth.get(host) is None
+    assert a.logout(OPERATOR, host) is True
+    assert a.logout(OPERATOR, host) is False
+    assert a.auth("default").get(host) is None
 
 
 # -- bearer tokens --------------------------------------------------------------------------
@@ -511,22 +515,22 @@ def test_bearer_token_flow(token_registry, tmp_path):
     assert server is not None
     a = service(tmp_path / "a", token_registry)
     with pytest.raises(Unauthenticated, match="incorrect username or password"):
-        a.login(host, "bob", "wrong")
-    assert a.login(host, "bob", "hunter2") == "Login Succeeded"
+        a.login(OPERATOR, host, "bob", "wrong")
+    assert a.login(OPERATOR, host, "bob", "hunter2") == "Login Succeeded"
     ref = f"{host}/tokens/app:1"
     built = build_image(a.store, ref, [LOWER], compression=Compression.ZSTD)
-    a.push(ref)
+    a.push(OPERATOR, ref)
     assert ("bob", ["repository:tokens/app:pull,push"]) in server.requests
 
     anonymous = service(tmp_path / "anon", token_registry)
     with pytest.raises(Unauthenticated, match="hyper login"):
-        anonymous.pull(ref)
+        anonymous.pull(OPERATOR, ref)
     assert ("", ["repository:tokens/app:pull"]) in server.requests
 
     b = service(tmp_path / "b", token_registry)
-    b.login(host, "bob", "hunter2")
+    b.login(OPERATOR, host, "bob", "hunter2")
     before = len(server.requests)
-    assert b.pull(ref).digest == built.digest
+    assert b.pull(OPERATOR, ref).digest == built.digest
     assert len(server.requests) - before == 1  # one token for the whole pull, then cached
 
 
@@ -548,7 +552,7 @@ def test_skopeo_reads_what_hyper_pushed(registry, tmp_path):
     a = service(tmp_path / "a", registry)
     ref = f"{registry.host}/interop/pushed:1"
     built = build_image(a.store, ref, [LOWER, MIDDLE, UPPER], compression=Compression.GZIP)
-    a.push(ref)
+    a.push(OPERATOR, ref)
     seen = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{ref}"))
     assert seen["Digest"] == str(built.digest)
     assert seen["Layers"] == [str(layer.digest) for layer in built.layers]
@@ -566,10 +570,10 @@ def test_hyper_pulls_what_skopeo_copied_from_hyper_archives(registry, tmp_path, 
     a = service(tmp_path / "a", registry)
     ensure_busybox(a.store)
     archive = tmp_path / "busybox.tar"
-    a.save(["busybox"], archive, format="oci" if kind == "oci-archive" else "docker")
+    a.save(OPERATOR, ["busybox"], archive, format="oci" if kind == "oci-archive" else "docker")
     ref = f"{registry.host}/interop/busybox-{kind}:skopeo"
     skopeo("copy", "--dest-tls-verify=false", f"{kind}:{archive}", f"docker://{ref}")
     b = service(tmp_path / "b", registry)
-    pulled = b.pull(ref)
+    pulled = b.pull(OPERATOR, ref)
     assert pulled.diff_ids == a.store.resolve("busybox").diff_ids
     assert unpacked(b, ref, tmp_path / "tree") == unpacked(a, "busybox", tmp_path / "orig")

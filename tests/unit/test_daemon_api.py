@@ -19,6 +19,7 @@ from schemathesis.checks import not_a_server_error
 from hyper.config import Settings
 from hyper.config.settings import from_dict
 from hyper.daemon.app import create_app, parse_signal
+from hyper.daemon.auth import as_operator
 from hyper.daemon.openapi import document
 from hyper.errors import InvalidArgument
 from hyper.service.core import Services
@@ -38,7 +39,7 @@ def _services(root: Path) -> Services:
 
 
 _FUZZ_ROOT = Path(tempfile.mkdtemp(prefix="hyperd-fuzz-"))
-_app = create_app(_services(_FUZZ_ROOT))
+_app = as_operator(create_app(_services(_FUZZ_ROOT)))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,7 +58,7 @@ def test_checked_in_openapi_document_is_current():
 
 
 def test_errors_carry_kind_and_status(tmp_path):
-    client = TestClient(create_app(_services(tmp_path)))
+    client = TestClient(as_operator(create_app(_services(tmp_path))))
     answer = client.get("/v1/containers/nothing-here")
     assert answer.status_code == 404
     assert answer.json() == {"kind": "NotFound", "message": "no such container: nothing-here"}
@@ -75,7 +76,7 @@ def test_info_answers_on_a_host_that_is_not_set_up(tmp_path):
     services.settings = from_dict(
         {"paths": {"state_dir": str(tmp_path / "state"), "cache_dir": str(tmp_path / "cache")}}
     )
-    answer = TestClient(create_app(services)).get("/v1/info")
+    answer = TestClient(as_operator(create_app(services))).get("/v1/info")
     assert answer.status_code == 200
     info = answer.json()
     assert "hyper setup" in info["guest"]["error"] and info["accelerator"]["name"] == "unknown"
@@ -107,7 +108,7 @@ def test_api_fuzzed_from_its_openapi_document(case):
 
 
 def test_pull_reports_its_failure_as_the_last_line_of_the_stream(tmp_path):
-    client = TestClient(create_app(_services(tmp_path)))
+    client = TestClient(as_operator(create_app(_services(tmp_path))))
     answer = client.post("/v1/images/pull", params={"reference": "127.0.0.1:1/team/app:1"})
     assert answer.status_code == 200
     lines = [json.loads(line) for line in answer.text.splitlines()]

@@ -1,15 +1,16 @@
-"""hyperd's volume and snapshot routes over the real service (SQLite, qemu-img), no VM."""
+"""hyperd's volume, snapshot and network routes over the real services (SQLite, qemu-img), no VM:
+the unix socket's operator, and tenants authenticated by their access keys."""
 
 from __future__ import annotations
 
 import httpx
 from fastapi.testclient import TestClient
-from starlette.requests import Request
 
 from hyper.config.settings import from_dict
 from hyper.daemon.app import create_app
-from hyper.daemon.caller import caller
+from hyper.daemon.auth import Identified, as_operator
 from hyper.service.core import Services
+from hyper.tenancy.principal import Role
 
 
 def _no_network(request: httpx.Request) -> httpx.Response:
@@ -19,7 +20,7 @@ def _no_network(request: httpx.Request) -> httpx.Response:
 def _client(root) -> TestClient:
     settings = from_dict({"paths": {"state_dir": str(root / "state"), "run_dir": str(root / "r")}})
     services = Services.build(settings, registry_transport=httpx.MockTransport(_no_network))
-    return TestClient(create_app(services))
+    return TestClient(as_operator(create_app(services)))
 
 
 def test_volume_and_snapshot_lifecycle(tmp_path):
@@ -46,12 +47,67 @@ def test_volume_and_snapshot_lifecycle(tmp_path):
     assert not list((tmp_path / "state" / "volumes").iterdir())
 
 
-def _request(scheme: str) -> Request:
-    scope = {"type": "http", "scheme": scheme, "server": ("hyperd", 8443), "path": "/"}
-    return Request({**scope, "headers": [], "query_string": b""})
+def _tenants(root):
+    """The app as the TCP listener serves it (every request authenticated by its key), with
+    tenants alice and bob, and a key per role."""
+    settings = from_dict({"paths": {"state_dir": str(root / "state"), "run_dir": str(root / "r")}})
+    services = Services.build(settings, registry_transport=httpx.MockTransport(_no_network))
+    for tenant in ("alice", "bob"):
+        services.tenancy.tenants.create(tenant)
+    keys = services.tenancy.keys
+
+    def client(tenant: str, role: Role) -> TestClient:
+        key = keys.create(tenant, role).key
+        app = Identified(create_app(services), services.tenancy.authenticator.authenticate)
+        return TestClient(app, headers={"Authorization": f"Bearer {key}"})
+
+    return services, client
 
 
-def test_only_the_unix_socket_is_the_operator():
-    assert caller(_request("http")).operator  # the unix socket (plain HTTP)
-    assert not caller(_request("https")).operator  # TCP is always TLS
-    assert caller(_request("https")).tenant == "default"
+def test_tenants_see_only_their_own_volumes_through_the_api(tmp_path):
+    services, client = _tenants(tmp_path)
+    alice, bob = client("alice", Role.ADMIN), client("bob", Role.ADMIN)
+    member = client("alice", Role.MEMBER)
+    made = alice.post("/v1/volumes", json={"name": "db", "size": "16M"})
+    assert made.status_code == 201 and made.json()["tenant"] == "alice"
+    assert alice.post("/v1/snapshots", json={"volume": "db", "name": "s"}).status_code == 201
+    assert bob.get("/v1/volumes").json() == [] and bob.get("/v1/snapshots").json() == []
+    for kind, ref in (("volume", "db"), ("volume", made.json()["id"]), ("snapshot", "s")):
+        path = f"/v1/{kind}s/{ref}"  # as if it did not exist
+        assert bob.get(path).json() == {"kind": "NotFound", "message": f"no such {kind}: {ref}"}
+        assert bob.delete(path).json() == bob.get(path).json()
+    assert bob.post("/v1/snapshots", json={"volume": "db"}).status_code == 404
+    # a member reads, and changes nothing (403)
+    assert [v["name"] for v in member.get("/v1/volumes").json()] == ["db"]
+    assert member.post("/v1/volumes", json={"name": "x"}).status_code == 403
+    assert member.delete("/v1/snapshots/s").status_code == 403
+    # over quota: 409, and the quota is given back with the volume
+    services.tenancy.quotas.set_limits("alice", {"volume_bytes": 20 << 20})
+    over = alice.post("/v1/volumes", json={"name": "big", "size": "16M"})
+    assert over.status_code == 409 and "quota exceeded" in over.json()["message"]
+    assert alice.delete("/v1/snapshots/s").status_code == 204
+    assert alice.delete("/v1/volumes/db").status_code == 204
+    assert alice.post("/v1/volumes", json={"name": "big", "size": "16M"}).status_code == 201
+    # the operator's every-tenant listing (the unix socket's caller, --tenant '*')
+    assert bob.post("/v1/volumes", json={"name": "big", "size": "16M"}).status_code == 201
+    operator = TestClient(as_operator(create_app(services)), headers={"X-Hyper-Tenant": "*"})
+    listed = sorted((v["tenant"], v["name"]) for v in operator.get("/v1/volumes").json())
+    assert listed == [("alice", "big"), ("bob", "big")]
+    assert operator.get("/v1/volumes/big").status_code == 400  # whose? name one tenant
+    assert alice.delete("/v1/volumes/big").status_code == 204
+    assert bob.delete("/v1/volumes/big").status_code == 204
+
+
+def test_tenants_see_only_their_own_networks_and_floating_ips(tmp_path):
+    services, client = _tenants(tmp_path)
+    alice, bob = client("alice", Role.ADMIN), client("bob", Role.ADMIN)
+    made = alice.post("/v1/networks", json={"name": "net", "subnet": "10.99.1.0/24"})
+    assert made.status_code == 201 and made.json()["tenant"] == "alice"
+    assert bob.get("/v1/networks").json() == []
+    assert bob.get("/v1/networks/net").status_code == 404
+    assert bob.delete("/v1/networks/net").status_code == 404
+    clash = bob.post("/v1/networks", json={"name": "net", "subnet": "10.99.1.0/25"})
+    assert clash.status_code == 409 and "10.99.1.0/24" not in clash.json()["message"]
+    assert client("alice", Role.MEMBER).post("/v1/networks", json={"name": "x"}).status_code == 403
+    assert alice.delete("/v1/networks/net").status_code == 204
+    assert services.tenancy.quotas.usage("alice") == {}

@@ -76,7 +76,7 @@ def test_save_and_load_round_trip(tmp_path, fmt, compression):
     image = build_image(source, "app:1", LAYERS, compression=compression)
     build_image(source, "other/img:2", LAYERS[:1], compression=compression)
     out = tmp_path / "images.tar"
-    archive.save(source, ["app:1", "other/img:2", "app:1"], out, fmt)
+    archive.save(source.tenant("default"), ["app:1", "other/img:2", "app:1"], out, fmt)
     names = members(out)
     if fmt == "docker":
         manifest = json.loads(names["manifest.json"])  # type: ignore[arg-type]
@@ -95,7 +95,7 @@ def test_save_and_load_round_trip(tmp_path, fmt, compression):
         )
         assert f"blobs/sha256/{image.layers[0].digest.hex}" in names
     target = ImageStore(tmp_path / "b")
-    loaded = archive.load(target, out)
+    loaded = archive.load(target.tenant("default"), out)
     assert sorted(i.reference.familiar for i in loaded) == ["app:1", "other/img:2"]
     again = target.resolve("app:1")
     assert again.diff_ids == image.diff_ids
@@ -148,7 +148,7 @@ def test_loads_a_classic_docker_save_archive_gzipped_with_linked_layers(tmp_path
     path = tmp_path / "legacy.tar.gz"
     path.write_bytes(docker_archive(entries, {"layer2/layer.tar": "../layer0/layer.tar"}, gz=True))
     store = ImageStore(tmp_path / "s")
-    (image,) = archive.load(store, path)
+    (image,) = archive.load(store.tenant("default"), path)
     assert image.reference.familiar == "legacy:1" and len(image.layers) == 3
     assert image.config.cmd == ("sh",)
     expected = {**EXPECTED, "etc/motd": b"hi", "var/cache/a": b"a"}  # the lower layer again
@@ -213,8 +213,8 @@ def info(
 def test_hostile_archives_are_refused(tmp_path, data, message):
     store = ImageStore(tmp_path / "s")
     with pytest.raises(InvalidArgument, match=message):
-        archive.load(store, hostile(tmp_path, data()))
-    assert store.refs.read() == {}
+        archive.load(store.tenant("default"), hostile(tmp_path, data()))
+    assert store.tenant("default").refs.read() == {}
     assert not Path("/etc/evil").exists()
 
 
@@ -222,6 +222,6 @@ def test_archive_limits(tmp_path):
     store = ImageStore(tmp_path / "s")
     path = hostile(tmp_path, docker_archive({f"f{i}": b"x" * 100 for i in range(50)}))
     with pytest.raises(InvalidArgument, match="entries"):
-        archive.load(store, path, archive.ArchiveLimits(max_entries=10))
+        archive.load(store.tenant("default"), path, archive.ArchiveLimits(max_entries=10))
     with pytest.raises(InvalidArgument, match="bytes"):
-        archive.load(store, path, archive.ArchiveLimits(max_bytes=1000))
+        archive.load(store.tenant("default"), path, archive.ArchiveLimits(max_bytes=1000))

@@ -21,7 +21,7 @@ from hyper.images.builder import Dir, File, Layer, Symlink, build_image, layer_t
 from hyper.images.commit import ConfigChanges, commit
 from hyper.images.digest import Digest
 from hyper.images.image import Image
-from hyper.images.store import ImageStore
+from hyper.images.store import ImageStore, TenantImages
 from hyper.images.unpack import UnpackLimits, unpack_layers
 from hyperstart.export import write_changes
 
@@ -39,12 +39,12 @@ BASE_LAYER: Layer = {
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> ImageStore:
-    return ImageStore(tmp_path / "store")
+def store(tmp_path: Path) -> TenantImages:
+    return ImageStore(tmp_path / "store").tenant("default")
 
 
 @pytest.fixture
-def base(store: ImageStore) -> Image:
+def base(store: TenantImages) -> Image:
     config = oci.ImageConfig(
         cmd=("sh",), env=("PATH=/bin", "A=1"), working_dir="/srv", labels={"old": "1"}
     )
@@ -95,7 +95,7 @@ def tree(root: Path) -> dict[str, str]:
     return out
 
 
-def unpack(store: ImageStore, image: Image, target: Path) -> dict[str, str]:
+def unpack(store: TenantImages, image: Image, target: Path) -> dict[str, str]:
     target.mkdir()
     layers = []
     for index, (layer, diff_id) in enumerate(zip(image.layers, image.diff_ids, strict=True)):
@@ -108,7 +108,7 @@ def unpack(store: ImageStore, image: Image, target: Path) -> dict[str, str]:
     return tree(target)
 
 
-def config_document(store: ImageStore, image: Image) -> dict[str, Any]:
+def config_document(store: TenantImages, image: Image) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(
         store.content.read(image.config_digest, oci.MAX_DOCUMENT_BYTES)
     )
@@ -116,7 +116,7 @@ def config_document(store: ImageStore, image: Image) -> dict[str, Any]:
 
 
 def test_commit_adds_one_layer_with_the_changes(
-    store: ImageStore, base: Image, changes_tar: Path, tmp_path: Path
+    store: TenantImages, base: Image, changes_tar: Path, tmp_path: Path
 ) -> None:
     changes = ConfigChanges.parse(
         [
@@ -186,7 +186,7 @@ def test_commit_adds_one_layer_with_the_changes(
 
 
 def test_commit_twice_gives_the_same_layer(
-    store: ImageStore, base: Image, changes_tar: Path
+    store: TenantImages, base: Image, changes_tar: Path
 ) -> None:
     first = commit(store, base, changes_tar, reference="a:1")
     second = commit(store, first, changes_tar, reference="b:1")
@@ -197,7 +197,7 @@ def test_commit_twice_gives_the_same_layer(
 
 
 def test_an_empty_change_set_is_an_empty_layer(
-    store: ImageStore, base: Image, tmp_path: Path
+    store: TenantImages, base: Image, tmp_path: Path
 ) -> None:
     (tmp_path / "upper").mkdir()
     empty = tmp_path / "empty.tar"
@@ -221,7 +221,7 @@ def test_an_empty_change_set_is_an_empty_layer(
 
 
 def test_without_a_reference_nothing_is_tagged(
-    store: ImageStore, base: Image, changes_tar: Path
+    store: TenantImages, base: Image, changes_tar: Path
 ) -> None:
     image = commit(store, base, changes_tar, reference=None)
     assert image.reference.digest == image.digest
@@ -267,7 +267,7 @@ def _info(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", size: in
     ],
 )
 def test_hostile_layers_are_refused_and_leave_nothing(
-    store: ImageStore, base: Image, tmp_path: Path, tar: bytes, message: str | None
+    store: TenantImages, base: Image, tmp_path: Path, tar: bytes, message: str | None
 ) -> None:
     path = tmp_path / "layer.tar"
     path.write_bytes(tar)
@@ -283,7 +283,7 @@ def test_hostile_layers_are_refused_and_leave_nothing(
         store.resolve("bad:1")
 
 
-def test_limits_bound_the_layer(store: ImageStore, base: Image, tmp_path: Path) -> None:
+def test_limits_bound_the_layer(store: TenantImages, base: Image, tmp_path: Path) -> None:
     path = tmp_path / "layer.tar"
     path.write_bytes(layer_tar({f"f{i}": File(b"x") for i in range(10)}))
     with pytest.raises(InvalidArgument, match="over 5 entries"):

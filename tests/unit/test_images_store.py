@@ -88,42 +88,42 @@ def test_image_round_trip(store):
 def test_tag_remove_and_gc(store):
     one = build_image(store, "one", [{"shared": b"s", "one": b"1"}])
     two = build_image(store, "two", [{"shared": b"s", "two": b"2"}])
-    store.tag("alias:x", one.digest)
+    store.tenant("default").tag("alias:x", one.digest)
     assert store.resolve("alias:x").digest == one.digest
     before = set(store.content)
     assert store.gc().blobs_removed == 0
-    assert store.remove("one") == one.digest
+    assert store.tenant("default").remove("one") == one.digest
     assert store.gc().blobs_removed == 0  # alias:x still holds it
-    store.remove("alias:x")
+    store.tenant("default").remove("alias:x")
     result = store.gc()
     assert result.blobs_removed == 3  # manifest, config, layer
     assert set(store.content) == before - {one.digest, one.config_digest, one.layers[0].digest}
     assert store.resolve("two") == two
     with pytest.raises(NotFound):
-        store.remove("one")
+        store.tenant("default").remove("one")
 
 
 def test_remove_by_digest_drops_the_repositorys_references(store):
     image = build_image(store, "app:1", [{"a": b"a"}])
-    store.tag("app:2", image.digest)
-    store.tag("other:1", image.digest)
-    store.remove(f"app@{image.digest}")
+    store.tenant("default").tag("app:2", image.digest)
+    store.tenant("default").tag("other:1", image.digest)
+    store.tenant("default").remove(f"app@{image.digest}")
     assert [i.reference.familiar for i in store.list()] == ["other:1"]
 
 
 def test_tag_refuses_missing_manifest_and_mismatched_digest(store):
     image = build_image(store, "app", [{"a": b"a"}])
     with pytest.raises(NotFound):
-        store.tag("x", Digest.of(b"nothing"))
+        store.tenant("default").tag("x", Digest.of(b"nothing"))
     with pytest.raises(InvalidArgument):
-        store.tag(f"x@{Digest.of(b'nothing')}", image.digest)
+        store.tenant("default").tag(f"x@{Digest.of(b'nothing')}", image.digest)
 
 
 def test_oversized_manifest_is_refused(store):
     huge = json.dumps({"schemaVersion": 2, "pad": "x" * (4 << 20)}).encode()
     digest = store.content.put(huge)
     with pytest.raises(InvalidArgument, match="limit"):
-        store.tag("big", digest)
+        store.tenant("default").tag("big", digest)
 
 
 def test_docker_media_types_accepted(store):
@@ -140,14 +140,17 @@ def test_docker_media_types_accepted(store):
             "layers": [{"mediaType": oci.DOCKER_LAYER, "digest": str(layer), "size": 1024}],
         }
     )
-    image = store.tag("d", store.content.put(manifest))
+    image = store.tenant("default").tag("d", store.content.put(manifest))
     assert image.media_type == oci.DOCKER_MANIFEST
     assert image.config == ImageConfig()
 
 
 def test_concurrent_tagging_keeps_every_tag(store):
     image = build_image(store, "base", [{"a": b"a"}])
-    threads = [threading.Thread(target=store.tag, args=(f"t{i}", image.digest)) for i in range(16)]
+    threads = [
+        threading.Thread(target=store.tenant("default").tag, args=(f"t{i}", image.digest))
+        for i in range(16)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -193,3 +196,81 @@ def test_import_verifies_blobs(tmp_path, store):
         store.resolve("app:1")
     with pytest.raises(InvalidArgument, match="full name"):
         import_layout(store, layout)
+
+
+# -- tenants: blobs shared, names not ---------------------------------------------------------
+
+
+def test_each_tenant_has_its_own_names(store):
+    alice, bob = store.tenant("alice"), store.tenant("bob")
+    a = build_image(alice, "busybox", [{"who": b"alice"}])
+    b = build_image(bob, "busybox", [{"who": b"bob"}])
+    assert a.digest != b.digest
+    assert alice.resolve("busybox").digest == a.digest
+    assert bob.resolve("busybox").digest == b.digest
+    only_alice = build_image(alice, "private:1", [{"p": b"p"}])
+    for name in ("private:1", f"private@{only_alice.digest}"):
+        with pytest.raises(NotFound, match="no such image"):
+            bob.resolve(name)
+        with pytest.raises(NotFound, match="no such image"):
+            bob.remove(name)
+    assert [i.reference.familiar for i in bob.list()] == ["busybox:latest"]
+    assert store.tenants() == ["alice", "bob", "default"]
+    assert store.list() == []  # the default tenant has nothing
+    alice.remove("busybox")
+    assert bob.resolve("busybox").digest == b.digest  # bob's name is untouched
+    with pytest.raises(NotFound):
+        alice.resolve("busybox")
+
+
+def test_gc_keeps_what_any_tenant_names(store):
+    alice, bob = store.tenant("alice"), store.tenant("bob")
+    image = build_image(alice, "app:1", [{"a": b"a"}])
+    bob.tag("theirs:1", image.digest)
+    alice.remove("app:1")
+    assert store.gc().blobs_removed == 0  # only bob names it now
+    assert bob.resolve("theirs:1").digest == image.digest
+    bob.remove("theirs:1")
+    assert store.gc().blobs_removed == 3
+    assert list(store.content) == []
+
+
+def test_the_default_tenant_keeps_refs_json(tmp_path):
+    root = tmp_path / "images"
+    old = ImageStore(root)  # a store from before tenancy: refs.json, no refs/
+    image = build_image(old, "app:1", [{"a": b"a"}])
+    assert json.loads((root / "refs.json").read_text())["refs"] == {
+        "docker.io/library/app:1": str(image.digest)
+    }
+    store = ImageStore(root)
+    assert store.tenant("default").resolve("app:1") == image
+    build_image(store.tenant("t1"), "app:1", [{"b": b"b"}])
+    assert (root / "refs" / "t1.json").is_file()
+    assert store.tenant("default").resolve("app:1") == image
+
+
+@pytest.mark.parametrize("name", ["../x", ".hidden", "a/b", "", "x" * 64, "-x"])
+def test_tenant_names_are_checked_before_they_become_paths(store, name):
+    with pytest.raises(InvalidArgument):
+        store.tenant(name)
+
+
+def test_an_image_by_digest_needs_no_name(store):
+    image = build_image(store.tenant("alice"), "app:1", [{"a": b"a"}])
+    assert store.image(image.digest, "app:1") == image
+    with pytest.raises(NotFound, match="no such image: app:1"):
+        store.image(Digest.of(b"nothing"), "app:1")
+
+
+def test_gc_waits_for_every_tenants_names(store):
+    alice = store.tenant("alice")
+    image = build_image(alice, "app:1", [{"a": b"a"}])
+    done = threading.Event()
+    with alice.refs.locked():
+        thread = threading.Thread(target=lambda: (store.gc(), done.set()))
+        thread.start()
+        assert not done.wait(0.2)  # gc cannot decide while alice's names may change
+        alice.refs.path.unlink()  # (unlocked writers are not a thing: this is the test's own)
+    thread.join(5)
+    assert done.is_set()
+    assert not store.content.exists(image.digest)

@@ -1,5 +1,6 @@
-"""The volume service over a real SQLite file and the real local driver (no VM): tenants, who
-uses what, exclusive read-write use, anonymous volumes, host directories."""
+"""The volume service over a real SQLite file and the real local driver (no VM): tenants and
+roles, quotas and the usage ledger, who uses what, exclusive read-write use, anonymous volumes,
+host directories."""
 
 from __future__ import annotations
 
@@ -15,17 +16,29 @@ from hyper.model.pod import ContainerSpec, PodSpec
 from hyper.service.caller import Caller
 from hyper.service.events import EventBus
 from hyper.service.volumes import VolumeService
-from hyper.state.db import Database, PodRecord
+from hyper.state.db import PodRecord
+from hyper.tenancy.metering import Event, Kind
+from hyper.tenancy.principal import Principal, Role, Scope
 
-ALICE, BOB = Caller("alice"), Caller("bob")
+
+def admin(tenant: str) -> Caller:
+    return Caller(Principal(tenant, Role.ADMIN, f"key-{tenant}"))
+
+
+ALICE, BOB, CAROL = admin("alice"), admin("bob"), admin("carol")
+MEMBER = Caller(Principal("alice", Role.MEMBER, "key-member"))
+EVERY = Caller(Principal.local_operator("default"), every=True)
+M = 1 << 20
 
 
 @pytest.fixture()
-def service(tmp_path):
-    settings = Settings(paths=Paths(state_dir=tmp_path / "state", run_dir=tmp_path / "run"))
-    db = Database(settings.paths.state_dir / "hyperd.db")
-    yield VolumeService(settings, db, EventBus())
-    db.close()
+def settings(tmp_path):
+    return Settings(paths=Paths(state_dir=tmp_path / "state", run_dir=tmp_path / "run"))
+
+
+@pytest.fixture()
+def service(settings, db, tenancy):
+    return VolumeService(settings, db, EventBus(), tenancy=tenancy)
 
 
 def run(coro):
@@ -42,6 +55,7 @@ def add_pod(service, caller, name, *volumes, state="created"):
         restart={"policy": "no"},
         labels={},
         auto_remove=False,
+        tenant=caller.writes().single(),
         state=state,
         created_at=1.0,
     )
@@ -131,16 +145,210 @@ def test_anonymous_volumes_belong_to_their_pod(service):
 
 
 def test_host_directories_are_for_the_operator_only(service):
-    spec = PodSpec("p", (ContainerSpec("c", "busybox", volumes=(parse_mount("/srv:/srv"),)),))
+    spec = PodSpec("p", (ContainerSpec("c", "busybox", volumes=(parse_mount("/srv:/srv:ro"),)),))
     with pytest.raises(errors.PermissionDenied):
-        run(service.prepare(Caller("alice", operator=False), secrets.token_hex(32), spec))
+        run(service.prepare(ALICE, secrets.token_hex(32), spec))
+    # the host's operator, acting in a tenant, may
+    assert run(service.prepare(Caller.operator("alice"), secrets.token_hex(32), spec)) == []
 
 
-def test_a_failed_prepare_leaves_no_anonymous_volume(service):
+def test_a_failed_prepare_leaves_no_anonymous_volume(service, tenancy):
     spec = PodSpec(
         "p",
         (ContainerSpec("c", "busybox", volumes=(parse_mount("/a"), parse_mount("/srv:/b"))),),
     )
     with pytest.raises(errors.PermissionDenied):
-        run(service.prepare(Caller("alice", operator=False), secrets.token_hex(32), spec))
-    assert service.volumes(Caller("alice")) == [] and service.driver.volume_ids() == []
+        run(service.prepare(ALICE, secrets.token_hex(32), spec))
+    assert service.volumes(ALICE) == [] and service.driver.volume_ids() == []
+    assert tenancy.quotas.usage("alice") == {}  # its anonymous volume's charge went too
+
+
+# ---------------------------------------------------------------- scopes and roles
+
+
+def test_another_tenants_objects_answer_like_missing_ones(service):
+    volume = run(service.create(ALICE, name="data", size="16M"))
+    run(service.create_snapshot(ALICE, "data", name="snap"))
+
+    def message(call, *args, **kwargs):
+        with pytest.raises(errors.NotFound) as raised:
+            result = call(*args, **kwargs)
+            if asyncio.iscoroutine(result):
+                run(result)
+        return str(raised.value)
+
+    for ref in ("data", volume.id, "snap"):  # bob's answers are carol's, who has nothing
+        for call in (service.volume, service.snapshot, service.snapshots, service.remove,
+                     service.remove_snapshot, service.create_snapshot):  # fmt: skip
+            assert message(call, BOB, ref) == message(call, CAROL, ref)
+    assert message(service.create, BOB, name="x", from_snapshot="snap") == message(
+        service.create, CAROL, name="x", from_snapshot="snap"
+    )
+    assert message(service.volume, BOB, "data") == "no such volume: data"
+    assert [v.name for v in service.volumes(ALICE)] == ["data"]  # all of it still there
+    assert [s.name for s in service.snapshots(ALICE)] == ["snap"]
+
+
+def test_a_member_reads_and_changes_nothing(service, tenancy):
+    run(service.create(ALICE, name="data", size="16M"))
+    run(service.create_snapshot(ALICE, "data", name="snap"))
+    assert [v.name for v in service.volumes(MEMBER)] == ["data"]
+    assert service.volume(MEMBER, "data").tenant == "alice"
+    assert [s.name for s in service.snapshots(MEMBER, "data")] == ["snap"]
+    assert service.snapshot(MEMBER, "snap").name == "snap"
+    for change in (
+        service.create(MEMBER, name="mine", size="16M"),
+        service.remove(MEMBER, "data"),
+        service.create_snapshot(MEMBER, "data"),
+        service.remove_snapshot(MEMBER, "snap"),
+    ):
+        with pytest.raises(errors.PermissionDenied):
+            run(change)
+    assert [v.name for v in service.volumes(ALICE)] == ["data"]
+    assert len(service.driver.volume_ids()) == 1 and tenancy.quotas.usage("alice") == {
+        "volume_bytes": 16 * M,
+        "snapshots": 1,
+    }
+
+
+def test_the_operator_lists_every_tenant_and_acts_in_one(service):
+    a = run(service.create(ALICE, name="data", size="16M"))
+    b = run(service.create(BOB, name="data", size="16M"))
+    run(service.create(BOB, name="other", size="16M"))
+    assert sorted((v.tenant, v.name) for v in service.volumes(EVERY)) == [
+        ("alice", "data"),
+        ("bob", "data"),
+        ("bob", "other"),
+    ]
+    with pytest.raises(errors.InvalidArgument, match="several tenants"):
+        service.volume(EVERY, "data")  # two tenants' "data": not a guess
+    assert service.volume(EVERY, b.id).tenant == "bob" and service.volume(EVERY, "other")
+    with pytest.raises(errors.InvalidArgument):
+        run(service.create(EVERY, name="x", size="16M"))  # a change names one tenant
+    with pytest.raises(errors.InvalidArgument, match="several tenants"):
+        run(service.remove(EVERY, "data"))
+    run(service.remove(EVERY, "other"))  # whose it is, the volume says
+    operator = Caller.operator("bob")
+    assert [v.name for v in service.volumes(operator)] == ["data"]
+    run(service.remove(operator, "data"))
+    assert [v.id for v in service.volumes(EVERY) if v.name == "data"] == [a.id]
+    # a tenant admin may not act in another tenant, nor list every tenant
+    for caller in (Caller(ALICE.principal, tenant="bob"), Caller(ALICE.principal, every=True)):
+        with pytest.raises(errors.PermissionDenied):
+            service.volumes(caller)
+
+
+def test_volume_events_carry_their_tenant(service):
+    seen = []
+    service.events.publish = seen.append
+    run(service.create(ALICE, name="data", size="16M"))
+    run(service.create_snapshot(ALICE, "data", name="s"))
+    assert [(e.type, e.action, e.tenant) for e in seen] == [
+        ("volume", "create", "alice"),
+        ("snapshot", "create", "alice"),
+    ]
+
+
+# ---------------------------------------------------------------- quotas
+
+
+def test_a_volume_over_quota_is_refused_and_leaves_nothing(service, tenancy):
+    quotas = tenancy.quotas
+    quotas.set_limits("alice", {"volume_bytes": 32 * M})
+    run(service.create(ALICE, name="a", size="16M"))
+    with pytest.raises(errors.FailedPrecondition, match="quota exceeded"):
+        run(service.create(ALICE, name="b", size="32M"))
+    assert [v.name for v in service.volumes(ALICE)] == ["a"]
+    assert len(service.driver.volume_ids()) == 1
+    assert quotas.usage("alice") == {"volume_bytes": 16 * M}
+    assert [e.object_id for e in tenancy.ledger.running(Scope(None))] == [
+        service.volume(ALICE, "a").id
+    ]
+    run(service.create(BOB, name="b", size="32M"))  # bob's quota is bob's
+    run(service.remove(ALICE, "a"))  # removal frees the quota
+    assert quotas.usage("alice") == {}
+    run(service.create(ALICE, name="b", size="32M"))
+    assert quotas.usage("alice") == {"volume_bytes": 32 * M}
+
+
+def test_a_failed_creation_gives_its_quota_back(service, tenancy):
+    async def broken(volume_id, size):
+        raise errors.Internal("the disk is full")
+
+    service.driver.create = broken
+    with pytest.raises(errors.Internal):
+        run(service.create(ALICE, name="a", size="16M"))
+    assert tenancy.quotas.usage("alice") == {} and service.volumes(ALICE) == []
+    assert tenancy.ledger.running(Scope(None)) == []
+
+
+def test_snapshots_are_counted_and_their_removal_frees_them(service, tenancy):
+    quotas = tenancy.quotas
+    quotas.set_limits("alice", {"snapshots": 1})
+    run(service.create(ALICE, name="v", size="16M"))
+    first = run(service.create_snapshot(ALICE, "v", name="s1"))
+    with pytest.raises(errors.FailedPrecondition, match="snapshots"):
+        run(service.create_snapshot(ALICE, "v", name="s2"))
+    assert [s.name for s in service.snapshots(ALICE)] == ["s1"]
+    assert quotas.usage("alice")["snapshots"] == 1
+    # a volume made from a snapshot pays for the snapshot's size
+    copy = run(service.create(ALICE, name="copy", from_snapshot="s1"))
+    assert copy.size == 16 * M and quotas.usage("alice")["volume_bytes"] == 32 * M
+    run(service.remove_snapshot(ALICE, first.id))
+    assert "snapshots" not in quotas.usage("alice")
+    run(service.create_snapshot(ALICE, "v", name="s2"))
+    assert quotas.usage("alice")["snapshots"] == 1
+
+
+def test_anonymous_volumes_are_charged_to_their_pods_tenant(service, tenancy):
+    quotas = tenancy.quotas
+    pod = add_pod(service, ALICE, "p", "/cache")
+    [anonymous] = service.volumes(ALICE)
+    assert quotas.usage("alice") == {"volume_bytes": anonymous.size}
+    run(service.create_snapshot(ALICE, anonymous.name, name="s"))
+    service.tables._db.delete_pod(pod.id)
+    run(service.release(pod.id))  # the volume goes with its pod, its snapshot too
+    assert quotas.usage("alice") == {} and service.snapshots(ALICE) == []
+    # over quota, a pod's anonymous volume is refused and nothing of the pod's stays
+    quotas.set_limits("alice", {"volume_bytes": 16 * M})
+    spec = PodSpec("q", (ContainerSpec("c", "busybox", volumes=(parse_mount("/a"),)),))
+    with pytest.raises(errors.FailedPrecondition, match="quota"):
+        run(service.prepare(ALICE, secrets.token_hex(32), spec))
+    assert service.volumes(ALICE) == [] and service.driver.volume_ids() == []
+
+
+# ---------------------------------------------------------------- the usage ledger
+
+
+def test_a_volume_is_metered_from_creation_to_removal(service, tenancy):
+    ledger = tenancy.ledger
+    volume = run(service.create(ALICE, name="data", size="16M"))
+    [running] = ledger.running(Scope("alice"))
+    assert (running.object_id, running.kind, running.bytes, running.name) == (
+        volume.id,
+        Kind.VOLUME,
+        16 * M,
+        "data",
+    )
+    assert running.at == volume.created_at
+    assert ledger.running(Scope("bob")) == []
+    run(service.remove(ALICE, "data"))
+    assert ledger.running(Scope(None)) == []
+    events = ledger.events(Scope("alice"), 0, volume.created_at + 3600)
+    assert [e.event for e in events] == [Event.START, Event.STOP]
+
+
+def test_recovery_reconciles_the_ledger_with_the_volumes(settings, db, tenancy, service):
+    # a crash between the record and its ledger event: made by a service without a ledger
+    unmetered = VolumeService(settings, db, EventBus())
+    volume = run(unmetered.create(ALICE, name="data", size="16M"))
+    # and an interval open for a volume that is gone (a crash after its removal)
+    tenancy.ledger.start("bob", "f" * 64, Kind.VOLUME, at=volume.created_at, size=M)
+    # an open FIP interval is not the volume service's business
+    tenancy.ledger.start("bob", "203.0.113.16", Kind.FIP, at=volume.created_at)
+    run(service.recover())
+    running = {e.object_id: e for e in tenancy.ledger.running(Scope(None))}
+    assert set(running) == {volume.id, "203.0.113.16"}
+    assert running[volume.id].at == volume.created_at and running[volume.id].bytes == 16 * M
+    run(service.recover())  # again: nothing changes
+    assert len(tenancy.ledger.events(Scope("alice"), 0, volume.created_at + 3600)) == 1

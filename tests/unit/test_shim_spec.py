@@ -3,6 +3,7 @@
 import pytest
 
 from hyper.errors import InvalidArgument, ProtocolError
+from hyper.images.digest import Digest
 from hyper.model.pod import pod_from_dict
 from hyper.model.restart import RestartPolicy
 from hyper.shim import ops
@@ -20,6 +21,7 @@ def test_spec_round_trip(tmp_path):
         rows=50,
         cols=132,
         log=LogOptions(max_bytes=4096, max_files=1),
+        images={"a": Digest.parse("sha256:" + "c" * 64)},
     )
     write_spec(tmp_path, spec)
     assert read_spec(tmp_path) == spec
@@ -42,6 +44,9 @@ def test_spec_defaults():
         {"id": ID, "pod": POD, "console": {"rows": 0}},
         {"id": ID, "pod": POD, "log": {"max_files": 0}},
         {"id": ID, "pod": POD, "log": {"max_bytes": "10M"}},
+        {"id": ID, "pod": POD, "images": ["sha256:" + "c" * 64]},
+        {"id": ID, "pod": POD, "images": {"b": "sha256:" + "c" * 64}},  # no container b
+        {"id": ID, "pod": POD, "images": {"a": "sha256:../../etc"}},
     ],
 )
 def test_bad_specs(data):

@@ -197,7 +197,7 @@ def test_the_stores_share_hyperds_own_database(tmp_path: Path) -> None:
         tenants.ensure("default")
         made = keys.create("default", Role.OPERATOR)
         assert keys.authenticate(made.key).is_operator
-        assert database.pods() == []  # hyperd's own tables are untouched
+        assert database.pods(None) == []  # hyperd's own tables are untouched
     finally:
         database.close()
     reopened = Database(tmp_path / "hyperd.db")  # and its migrations still apply

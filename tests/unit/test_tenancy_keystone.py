@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from hyper import errors
+from hyper.config.settings import KeystoneSettings
 from hyper.tenancy.keystone import KeystoneAuthenticator
 from hyper.tenancy.principal import KEYSTONE, Role
-from hyper.tenancy.settings import KeystoneSettings
 
 NOW = 1_800_000_000.0
 PROJECT = "0123456789abcdef0123456789abcdef"

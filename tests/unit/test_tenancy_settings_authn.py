@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from hyper import errors
+from hyper.config.settings import KeystoneSettings, TenancySettings
 from hyper.tenancy.authn import Authenticator, credential
 from hyper.tenancy.keys import KeyStore
 from hyper.tenancy.principal import Role
-from hyper.tenancy.settings import KeystoneSettings, TenancySettings
 from hyper.tenancy.tenants import TenantStore
 
 

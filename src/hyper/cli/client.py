@@ -3,8 +3,14 @@
 ``http.client`` from the standard library for REST, because the CLI is on the hot path of every
 ``hyper run`` and it imports in a fraction of httpx's time; the ``websockets`` library's sync
 client, imported only by the verbs that relay stdio. The endpoint is ``-H``/``--host``, else
-$HYPER_HOST, else the socket of the settings file: ``unix:///run/hyper/hyperd.sock`` or
-``https://host:port`` (with $HYPER_CA / $HYPER_CERT / $HYPER_KEY for TLS).
+$HYPER_HOST, else the one ``hyper config set`` stored, else the socket of the settings file:
+``unix:///run/hyper/hyperd.sock`` or ``https://host:port`` (with $HYPER_CA / $HYPER_CERT /
+$HYPER_TLS_KEY for TLS; $HYPER_TLS_KEY was $HYPER_KEY, which is now the access key, and a
+$HYPER_KEY that is a path is still read as the TLS client key). :mod:`.credentials` chooses
+the endpoint, the access key and the CA.
+
+The access key goes in ``Authorization: Bearer``, over https only: never to the unix socket,
+whose caller is the local operator.
 
 An error answer carries ``{"kind", "message"}``; it is raised as the same :mod:`hyper.errors`
 class, so the CLI prints the daemon's message and exits with the same code as a local failure.
@@ -22,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from hyper import errors
+from hyper.cli.credentials import Connection, authorization
 
 MAX_ANSWER = 64 << 20
 
@@ -40,11 +47,19 @@ class _UnixConnection(http.client.HTTPConnection):
 
 class Client:
     def __init__(
-        self, endpoint: str, *, timeout: float | None = 600.0, tenant: str | None = None
+        self,
+        endpoint: str,
+        *,
+        timeout: float | None = 600.0,
+        tenant: str | None = None,
+        key: str = "",
+        ca: str = "",
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self.tenant = tenant  # interim operator-only header, until tenancy (issue 8)
+        self.tenant = tenant  # the operator acting in another tenant (or "*": every tenant)
+        self._key = key
+        self._ca = ca
         url = urllib.parse.urlsplit(endpoint)
         if url.scheme == "unix":
             self._unix: str | None = url.path
@@ -59,7 +74,9 @@ class Client:
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         if self._unix is not None:
             return _UnixConnection(self._unix, timeout)
-        return http.client.HTTPSConnection(self._netloc, timeout=timeout, context=_tls_context())
+        return http.client.HTTPSConnection(
+            self._netloc, timeout=timeout, context=_tls_context(self._ca)
+        )
 
     def _send(
         self,
@@ -72,9 +89,7 @@ class Client:
     ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         connection = self._connection(timeout)
         target = "/v1" + path + _query(params)
-        headers = {"Host": "hyperd"}
-        if self.tenant:
-            headers["X-Hyper-Tenant"] = self.tenant
+        headers = {"Host": "hyperd", **self.headers()}
         payload: bytes | BinaryIO | None = None
         if body is not None:
             payload = json.dumps(body).encode()
@@ -105,6 +120,15 @@ class Client:
             connection.close()
             raise _error(response.status, data)
         return connection, response
+
+    def headers(self) -> dict[str, str]:
+        """The headers of every request: the credential (over https only) and the tenant."""
+        headers = {}
+        if self._unix is None:  # never a key to the unix socket: its caller is the operator
+            headers.update(authorization(Connection(self.endpoint, self._key)))
+        if self.tenant:
+            headers["X-Hyper-Tenant"] = self.tenant
+        return headers
 
     def call(
         self,
@@ -163,13 +187,18 @@ class Client:
         try:
             if self._unix is not None:
                 return unix_connect(
-                    self._unix, "ws://hyperd" + target, max_size=1 << 20, compression=None
+                    self._unix,
+                    "ws://hyperd" + target,
+                    max_size=1 << 20,
+                    compression=None,
+                    additional_headers=self.headers(),
                 )
             return connect(
                 f"wss://{self._netloc}{target}",
-                ssl=_tls_context(),
+                ssl=_tls_context(self._ca),
                 max_size=1 << 20,
                 compression=None,
+                additional_headers=self.headers(),
             )
         except (FileNotFoundError, ConnectionRefusedError):
             raise errors.Unavailable(
@@ -177,10 +206,6 @@ class Client:
             ) from None
         except InvalidStatus as exc:
             raise _error(exc.response.status_code, bytes(exc.response.body or b"")) from None
-
-
-def endpoint(host: str | None, settings_socket: str) -> str:
-    return host or os.environ.get("HYPER_HOST") or f"unix://{settings_socket}"
 
 
 def _query(params: dict[str, Any] | None) -> str:
@@ -221,9 +246,16 @@ def _detail(detail: Any) -> str:
     return str(detail)
 
 
-def _tls_context() -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=os.environ.get("HYPER_CA") or None)
-    cert = os.environ.get("HYPER_CERT")
-    if cert:
-        context.load_cert_chain(cert, os.environ.get("HYPER_KEY") or None)
+def _tls_context(ca: str = "") -> ssl.SSLContext:
+    """Trust ``ca`` (else $HYPER_CA, else the system's CAs); present $HYPER_CERT with its key
+    ($HYPER_TLS_KEY, or the old $HYPER_KEY when it is a path) when hyperd asks for one."""
+    try:
+        context = ssl.create_default_context(cafile=ca or os.environ.get("HYPER_CA") or None)
+        cert = os.environ.get("HYPER_CERT")
+        if cert:
+            old = os.environ.get("HYPER_KEY", "")
+            key = os.environ.get("HYPER_TLS_KEY") or (old if old.startswith("/") else "")
+            context.load_cert_chain(cert, key or None)
+    except OSError as exc:  # a missing or unreadable CA, certificate or key file
+        raise errors.InvalidArgument(f"cannot load TLS files: {exc}") from None
     return context

@@ -1,7 +1,7 @@
 """The client's side of tenancy: where ``hyper`` keeps its endpoint and access key, and which
 endpoint and credential one command uses.
 
-``hyper login`` (or ``hyper config``) writes ``client.toml`` (``$HYPER_CLIENT_CONFIG``, else
+``hyper config set`` writes ``client.toml`` (``$HYPER_CLIENT_CONFIG``, else
 ``$XDG_CONFIG_HOME/hyper/client.toml``, else ``~/.config/hyper/client.toml``), mode 0600 in a
 0700 directory::
 
@@ -144,6 +144,17 @@ def resolve(
 def authorization(connection: Connection) -> dict[str, str]:
     """The header that carries the credential ({} when there is none)."""
     return {"Authorization": f"Bearer {connection.key}"} if connection.key else {}
+
+
+def mask(key: str) -> str:
+    """A key as ``hyper config show`` prints it: an access key's id (not secret) and no more
+    of its secret than its first 4 characters; 4 characters of any other token."""
+    if not key:
+        return ""
+    if key.startswith("hk_") and key.count("_") == 2:
+        prefix, key_id, secret = key.split("_")
+        return f"{prefix}_{key_id}_{secret[:4]}…"
+    return f"{key[:4]}…"
 
 
 def _env_key(env: Mapping[str, str]) -> str:

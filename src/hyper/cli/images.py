@@ -66,10 +66,15 @@ def images(client: Client, args: Any) -> int:
     if args.format == "json":
         output.emit_json(rows)
         return 0
-    table = [("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")]
+    # An operator's every-tenant listing (--tenant '*') says whose each name is.
+    every = client.tenant == "*"
+    table: list[tuple[str, ...]] = [
+        ("TENANT",) * every + ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
+    ]
     for row in rows:
         table.append(
-            (
+            (str(row.get("Tenant", "")),) * every
+            + (
                 row["Repository"],
                 row["Tag"],
                 row["Id"][7:19],
@@ -197,6 +202,8 @@ def logout(client: Client, args: Any) -> int:
 
 def prune(client: Client, args: Any) -> int:
     answer = client.call("POST", "/images/prune")
+    if answer.get("NamesRemoved"):
+        print(f"Untagged {answer['NamesRemoved']} dangling image names")
     print(f"Total reclaimed space: {output.size(answer['BytesFreed'])}")
     return 0
 

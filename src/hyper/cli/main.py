@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hyper.cli import networks, templates, volumes  # their parsers only: nothing more at start-up
+from hyper.cli import networks, templates, tenancy, volumes  # their parsers only, at start-up
 
 
 def _process_flags(parser: argparse.ArgumentParser) -> None:
@@ -138,13 +138,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="settings file (default: $HYPER_CONFIG or /etc/hyper/config.toml)",
     )
     parser.add_argument(
-        "-H", "--host", metavar="URL", help="hyperd to talk to (unix:///path or https://host:port)"
+        "-H",
+        "--host",
+        metavar="URL",
+        help="hyperd to talk to (unix:///path or https://host:port; default: $HYPER_HOST,"
+        " else `hyper config set`, else the local socket)",
+    )
+    parser.add_argument(
+        "--key",
+        metavar="KEY",
+        help="access key for hyperd over https (default: $HYPER_KEY, else `hyper config set`)",
+    )
+    parser.add_argument(
+        "--ca", metavar="FILE", help="CA of hyperd's certificate (default: $HYPER_CA, stored)"
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument(
         "--tenant",
         metavar="TENANT",
-        help="act as this tenant (interim, operator only, until tenancy: docs/network.md)",
+        help="act in this tenant, or '*' to list every tenant's (operator only)",
     )
     verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
@@ -267,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     volumes.add_parsers(verbs)
     networks.add_parsers(verbs)
     templates.add_parsers(verbs)
+    tenancy.add_parsers(verbs)
     info = verbs.add_parser("info", help="the daemon, the guest, the accelerator")
     _format(info)
     version = verbs.add_parser("version", help="versions of the client and the daemon")
@@ -331,7 +344,13 @@ def _dispatch(args: Any) -> int:
         from hyper.cli import admin
 
         return admin.main(args)
+    if args.verb == "config":
+        return tenancy.config(args)
+    if getattr(args, "verb_tenant", None):  # `key create --tenant`, `usage --tenant`
+        args.tenant = args.verb_tenant
     client = client_from(args)
+    if args.verb in ("whoami", "tenant", "key", "quota", "usage"):
+        return int(getattr(tenancy, args.verb)(client, args))
     if args.verb == "pod":
         from hyper.cli import pods
 
@@ -368,13 +387,22 @@ def settings_from(args: Any) -> Any:
     return load(Path(name) if name else None)
 
 
-def client_from(args: Any) -> Any:
-    from hyper.cli.client import Client, endpoint
+def client_from(args: Any, env: Any = None) -> Any:
+    """The client of one command: ``-H``, else $HYPER_HOST, else the stored endpoint, else the
+    settings' socket; ``--key``, else $HYPER_KEY, else the stored key (sent only to the stored
+    endpoint, and never to a unix socket); ``--ca``, else $HYPER_CA, else the stored CA."""
+    from hyper.cli import credentials
+    from hyper.cli.client import Client
 
-    host = args.host or os.environ.get("HYPER_HOST")
-    if host:
-        return Client(host, tenant=args.tenant)
-    return Client(endpoint(None, str(settings_from(args).daemon.socket)), tenant=args.tenant)
+    env = os.environ if env is None else env
+    chosen = credentials.resolve(
+        host=args.host,
+        key=args.key,
+        env=env,
+        stored=credentials.load(credentials.config_path(env)),
+    )
+    endpoint = chosen.endpoint or f"unix://{settings_from(args).daemon.socket}"
+    return Client(endpoint, tenant=args.tenant, key=chosen.key, ca=args.ca or chosen.ca)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def network(client: Client, args: Any) -> int:
                 rows.append(
                     [n["id"][:12], n["name"], n["subnet"], n["gateway"], nat, str(n["endpoints"])]
                 )
-            output.table(rows)
+            output.table(_whose(args, found, rows))
     elif verb == "inspect":
         output.emit_json([client.call("GET", f"/networks/{ref}") for ref in args.networks])
     elif verb == "rm":
@@ -99,5 +99,15 @@ def fip(client: Client, args: Any) -> int:
         else:
             rows = [["FLOATING IP", "CONTAINER"]]
             rows += [[f["address"], f["container"]] for f in found]
-            output.table(rows)
+            output.table(_whose(args, found, rows))
     return 0
+
+
+def _whose(args: Any, found: list[dict[str, Any]], rows: list[list[str]]) -> list[list[str]]:
+    """The rows of a table, with a TENANT column for an operator's every-tenant listing."""
+    if getattr(args, "tenant", None) != "*":
+        return rows
+    header, *lines = rows
+    return [["TENANT", *header]] + [
+        [item["tenant"], *row] for item, row in zip(found, lines, strict=True)
+    ]

@@ -106,5 +106,10 @@ def _emit(args: Any, found: list[dict[str, Any]], rows: Sequence[Sequence[str]])
             print(item["name"])
     elif args.format == "json":
         output.emit_json(found)
+    elif getattr(args, "tenant", None) == "*":  # every tenant's: say whose
+        header, *lines = rows
+        output.table(
+            [("TENANT", *header)] + [(i["tenant"], *r) for i, r in zip(found, lines, strict=True)]
+        )
     else:
         output.table(rows)

@@ -22,8 +22,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from hyper import __version__, errors
-from hyper.daemon import images, networks, relay, templates, views, volumes
-from hyper.daemon.caller import caller
+from hyper.daemon import images, networks, relay, templates, tenancy, views, volumes
+from hyper.daemon.auth import caller_of
 from hyper.daemon.schemas import ContainerCreate, Created, ExecConfig, PodCreate
 from hyper.model.mount import parse_mounts
 from hyper.model.pod import (
@@ -66,10 +66,12 @@ def create_app(services: Services) -> FastAPI:
         redoc_url=None,
     )
     pods = services.pods
+    caller = caller_of(services)
     app.include_router(images.router(services))
     app.include_router(volumes.router(services))
     app.include_router(networks.router(services))
     app.include_router(templates.router(services))
+    app.include_router(tenancy.router(services))
 
     @app.exception_handler(errors.HyperError)
     async def _hyper_error(request: Request, exc: errors.HyperError) -> JSONResponse:
@@ -97,11 +99,12 @@ def create_app(services: Services) -> FastAPI:
         }
 
     @app.get("/v1/info")
-    async def info() -> dict[str, Any]:
-        return await services.info()
+    async def info(http: Request) -> dict[str, Any]:
+        return await services.info(caller(http).reads())
 
     @app.get("/v1/events")
     async def events(
+        http: Request,
         since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
         until: Annotated[float | None, Query(ge=0, le=1e11)] = None,
         filters: Filters = [],  # noqa: B006 (FastAPI reads, never mutates, the default)
@@ -110,8 +113,12 @@ def create_app(services: Services) -> FastAPI:
             if item.partition("=")[0] not in ("type", "action", "name", "id") or "=" not in item:
                 raise errors.InvalidArgument(f"bad filter {item!r}: use type=, action=, name=, id=")
 
+        scope = caller(http).reads()
+
         async def lines() -> AsyncIterator[bytes]:
             async for event in services.events.subscribe(since=since, until=until):
+                if not scope.sees(event.tenant):
+                    continue
                 data = event.to_dict()
                 if all(_event_match(data, item) for item in filters):
                     yield json.dumps(data).encode() + b"\n"
@@ -122,7 +129,8 @@ def create_app(services: Services) -> FastAPI:
 
     @app.post("/v1/containers", status_code=201)
     async def create_container(request: ContainerCreate, http: Request) -> Created:
-        name = request.name or services.new_name()
+        who = caller(http)
+        name = request.name or services.new_name(who)
         check_name(name, "container name")
         spec = PodSpec(
             name=name,
@@ -154,15 +162,19 @@ def create_app(services: Services) -> FastAPI:
             restart=RestartPolicy.parse(request.restart),
             labels=request.labels,
             auto_remove=request.auto_remove,
-            caller=caller(http),
+            caller=who,
         )
         return Created(id=pod.containers[0].id, name=pod.containers[0].name)
 
     @app.get("/v1/containers")
-    async def list_containers(all: bool = False, filters: Filters = []) -> list[dict[str, Any]]:  # noqa: B006
+    async def list_containers(
+        http: Request,
+        all: bool = False,
+        filters: Filters = [],  # noqa: B006
+    ) -> list[dict[str, Any]]:
         views.check_filters(filters)
         found = []
-        for pod in pods.pods():
+        for pod in pods.pods(caller(http).reads()):
             for record in pod.containers:
                 view = views.container(pod, record)
                 if (all or view["running"] or view["state"] == "starting") and views.matches(
@@ -172,36 +184,37 @@ def create_app(services: Services) -> FastAPI:
         return found
 
     @app.get("/v1/containers/{ref}")
-    async def inspect_container(ref: str) -> dict[str, Any]:
-        return views.container(*pods.container(ref))
+    async def inspect_container(ref: str, http: Request) -> dict[str, Any]:
+        return views.container(*pods.container(caller(http).reads(), ref))
 
     @app.post("/v1/containers/{ref}/start", status_code=204)
     async def start_container(
         ref: str,
+        http: Request,
         rows: Annotated[int, Query(ge=1, le=65535)] = 24,
         cols: Annotated[int, Query(ge=1, le=65535)] = 80,
     ) -> Response:
-        pod = _single(*pods.container(ref), "start")
+        pod = _single(*pods.container(caller(http).writes(), ref), "start")
         await pods.start(pod.id, console=(rows, cols))
         return Response(status_code=204)
 
     @app.post("/v1/containers/{ref}/stop", status_code=204)
-    async def stop_container(ref: str, timeout: _Timeout = None) -> Response:
-        pod = _single(*pods.container(ref), "stop")
+    async def stop_container(ref: str, http: Request, timeout: _Timeout = None) -> Response:
+        pod = _single(*pods.container(caller(http).writes(), ref), "stop")
         await pods.stop(pod.id, timeout)
         return Response(status_code=204)
 
     @app.post("/v1/containers/{ref}/restart", status_code=204)
-    async def restart_container(ref: str, timeout: _Timeout = None) -> Response:
-        pod = _single(*pods.container(ref), "restart")
+    async def restart_container(ref: str, http: Request, timeout: _Timeout = None) -> Response:
+        pod = _single(*pods.container(caller(http).writes(), ref), "restart")
         await pods.restart(pod.id, timeout)
         return Response(status_code=204)
 
     @app.post("/v1/containers/{ref}/kill", status_code=204)
     async def kill_container(
-        ref: str, signal: Annotated[str, Query(max_length=16)] = "KILL"
+        ref: str, http: Request, signal: Annotated[str, Query(max_length=16)] = "KILL"
     ) -> Response:
-        pod, record = pods.container(ref)
+        pod, record = pods.container(caller(http).writes(), ref)
         number = parse_signal(signal)
         if len(pod.containers) == 1:
             await pods.kill(pod.id, number)
@@ -210,28 +223,29 @@ def create_app(services: Services) -> FastAPI:
         return Response(status_code=204)
 
     @app.delete("/v1/containers/{ref}", status_code=204)
-    async def remove_container(ref: str, force: bool = False) -> Response:
-        pod = _single(*pods.container(ref), "rm")
+    async def remove_container(ref: str, http: Request, force: bool = False) -> Response:
+        pod = _single(*pods.container(caller(http).writes(), ref), "rm")
         await pods.remove(pod.id, force=force)
         return Response(status_code=204)
 
     @app.post("/v1/containers/{ref}/wait")
     async def wait_container(
-        ref: str, condition: Annotated[str, Query(max_length=16)] = "not-running"
+        ref: str, http: Request, condition: Annotated[str, Query(max_length=16)] = "not-running"
     ) -> dict[str, Any]:
-        _, record = pods.container(ref)
+        _, record = pods.container(caller(http).reads(), ref)
         done = await pods.wait(record.id, condition)
         return {"exit_code": done.exit_code, "error": done.error, "state": done.state}
 
     @app.get("/v1/containers/{ref}/logs")
     async def container_logs(
         ref: str,
+        http: Request,
         follow: bool = False,
         tail: Annotated[int | None, Query(ge=0, le=1 << 24)] = None,
         since: Annotated[float | None, Query(ge=0, le=1e11)] = None,
         until: Annotated[float | None, Query(ge=0, le=1e11)] = None,
     ) -> StreamingResponse:
-        _, record = pods.container(ref)
+        _, record = pods.container(caller(http).reads(), ref)
 
         async def lines() -> AsyncIterator[bytes]:
             if follow:
@@ -247,14 +261,14 @@ def create_app(services: Services) -> FastAPI:
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.get("/v1/containers/{ref}/stats")
-    async def container_stats(ref: str) -> dict[str, Any]:
-        pod, record = pods.container(ref)
+    async def container_stats(ref: str, http: Request) -> dict[str, Any]:
+        pod, record = pods.container(caller(http).reads(), ref)
         stats = await pods.stats(pod)
         return {"id": record.id, "name": record.name, "time": time.time(), **stats}
 
     @app.get("/v1/containers/{ref}/top")
-    async def container_top(ref: str) -> dict[str, Any]:
-        pod, record = pods.container(ref)
+    async def container_top(ref: str, http: Request) -> dict[str, Any]:
+        pod, record = pods.container(caller(http).reads(), ref)
         return {"processes": await pods.processes(pod, record)}
 
     @app.websocket("/v1/containers/{ref}/attach")
@@ -272,7 +286,9 @@ def create_app(services: Services) -> FastAPI:
         still gives its output (from the logs) and its status."""
         await ws.accept()
         try:
-            pod, record = pods.container(ref)
+            who = caller(ws)
+            scope = who.writes() if stdin or start else who.reads()
+            pod, record = pods.container(scope, ref)
             if start:
                 _single(pod, record, "start")
         except errors.HyperError as exc:
@@ -282,7 +298,7 @@ def create_app(services: Services) -> FastAPI:
             try:
                 if start:
                     await pods.start(pod.id, console=(rows, cols))
-                pod, record = pods.container(record.id)
+                pod, record = pods.container(scope, record.id)
                 process = await pods.attach(pod, record, stdin=stdin, replay=True)
             except errors.FailedPrecondition as exc:
                 if pod.started_at is None:  # never started: nothing to replay
@@ -314,7 +330,7 @@ def create_app(services: Services) -> FastAPI:
             if len(first) > 1 << 20:
                 raise errors.InvalidArgument("the exec configuration is too large")
             config = ExecConfig.model_validate_json(first)
-            pod, record = pods.container(ref)
+            pod, record = pods.container(caller(ws).writes(), ref)
             process = await pods.exec(
                 pod,
                 record,
@@ -349,21 +365,26 @@ def create_app(services: Services) -> FastAPI:
 
     @app.post("/v1/pods", status_code=201)
     async def create_pod(request: Annotated[PodCreate, Body()], http: Request) -> Created:
-        spec = pod_from_dict(request.spec, services.new_name())
+        who = caller(http)
+        spec = pod_from_dict(request.spec, services.new_name(who))
         pod = await pods.create(
             spec,
             restart=RestartPolicy.parse(request.restart),
             labels=request.labels,
             auto_remove=request.auto_remove,
-            caller=caller(http),
+            caller=who,
         )
         return Created(id=pod.id, name=pod.name)
 
     @app.get("/v1/pods")
-    async def list_pods(all: bool = False, filters: Filters = []) -> list[dict[str, Any]]:  # noqa: B006
+    async def list_pods(
+        http: Request,
+        all: bool = False,
+        filters: Filters = [],  # noqa: B006
+    ) -> list[dict[str, Any]]:
         views.check_filters(filters)
         found = []
-        for pod in pods.pods():
+        for pod in pods.pods(caller(http).reads()):
             view = views.pod(pod)
             if (all or pod.state in ("starting", "running", "stopping")) and views.matches(
                 {**view, "pod": None}, filters
@@ -372,32 +393,34 @@ def create_app(services: Services) -> FastAPI:
         return found
 
     @app.get("/v1/pods/{ref}")
-    async def inspect_pod(ref: str) -> dict[str, Any]:
-        return views.pod(pods.pod(ref))
+    async def inspect_pod(ref: str, http: Request) -> dict[str, Any]:
+        return views.pod(pods.pod(caller(http).reads(), ref))
 
     @app.post("/v1/pods/{ref}/start", status_code=204)
-    async def start_pod(ref: str) -> Response:
-        await pods.start(pods.pod(ref).id)
+    async def start_pod(ref: str, http: Request) -> Response:
+        await pods.start(pods.pod(caller(http).writes(), ref).id)
         return Response(status_code=204)
 
     @app.post("/v1/pods/{ref}/stop", status_code=204)
-    async def stop_pod(ref: str, timeout: _Timeout = None) -> Response:
-        await pods.stop(pods.pod(ref).id, timeout)
+    async def stop_pod(ref: str, http: Request, timeout: _Timeout = None) -> Response:
+        await pods.stop(pods.pod(caller(http).writes(), ref).id, timeout)
         return Response(status_code=204)
 
     @app.post("/v1/pods/{ref}/restart", status_code=204)
-    async def restart_pod(ref: str, timeout: _Timeout = None) -> Response:
-        await pods.restart(pods.pod(ref).id, timeout)
+    async def restart_pod(ref: str, http: Request, timeout: _Timeout = None) -> Response:
+        await pods.restart(pods.pod(caller(http).writes(), ref).id, timeout)
         return Response(status_code=204)
 
     @app.post("/v1/pods/{ref}/kill", status_code=204)
-    async def kill_pod(ref: str, signal: Annotated[str, Query(max_length=16)] = "KILL") -> Response:
-        await pods.kill(pods.pod(ref).id, parse_signal(signal))
+    async def kill_pod(
+        ref: str, http: Request, signal: Annotated[str, Query(max_length=16)] = "KILL"
+    ) -> Response:
+        await pods.kill(pods.pod(caller(http).writes(), ref).id, parse_signal(signal))
         return Response(status_code=204)
 
     @app.delete("/v1/pods/{ref}", status_code=204)
-    async def remove_pod(ref: str, force: bool = False) -> Response:
-        await pods.remove(pods.pod(ref).id, force=force)
+    async def remove_pod(ref: str, http: Request, force: bool = False) -> Response:
+        await pods.remove(pods.pod(caller(http).writes(), ref).id, force=force)
         return Response(status_code=204)
 
     return app

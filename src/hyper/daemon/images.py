@@ -28,9 +28,11 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from hyper import errors
+from hyper.daemon.auth import caller_of
 from hyper.daemon.schemas import CommitRequest, LoginRequest, LogoutRequest
 from hyper.images.reference import parse
 from hyper.registry.pull import Progress, ProgressCallback
+from hyper.service.caller import Caller
 from hyper.service.commit import commit_container
 from hyper.service.core import Services
 from hyper.service.events import Event
@@ -44,81 +46,99 @@ MAX_ARCHIVE = 64 << 30
 
 
 def router(services: Services) -> APIRouter:
+    caller = caller_of(services)
     api = APIRouter(prefix="/v1")
     images = services.images
 
-    def publish(action: str, reference: str, digest: str = "") -> None:
+    def publish(tenant: str, action: str, reference: str, digest: str = "") -> None:
         attributes = {"digest": digest} if digest else {}
-        services.events.publish(Event("image", action, digest or reference, reference, attributes))
+        event = Event("image", action, digest or reference, reference, attributes, tenant=tenant)
+        services.events.publish(event)
+
+    def writer(http: Request) -> tuple[Caller, str]:
+        """The caller of a change, and its tenant (PermissionDenied here is a 403, before any
+        stream starts)."""
+        who = caller(http)
+        return who, who.writes().single()
 
     @api.get("/images")
-    async def list_images() -> list[dict[str, Any]]:
-        return await asyncio.to_thread(images.list)
+    async def list_images(http: Request) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(images.list, caller(http))
 
     @api.post("/images/pull")
-    async def pull(reference: Reference) -> StreamingResponse:
+    async def pull(reference: Reference, http: Request) -> StreamingResponse:
         ref = parse(reference)  # a bad reference is a 400, before the stream starts
+        who, tenant = writer(http)
 
         def work(progress: ProgressCallback) -> dict[str, Any]:
-            image = images.pull(reference, progress)
+            image = images.pull(who, reference, progress)
             return {"reference": ref.familiar, "digest": str(image.digest), "id": image.id}
 
         async def done(result: dict[str, Any]) -> None:
-            publish("pull", result["reference"], result["digest"])
+            publish(tenant, "pull", result["reference"], result["digest"])
 
         return _progress_stream(work, done)
 
     @api.post("/images/{reference:path}/push")
-    async def push(reference: str) -> StreamingResponse:
+    async def push(reference: str, http: Request) -> StreamingResponse:
         ref = parse(reference)
-        await asyncio.to_thread(images.store.resolve, ref)  # NotFound is a 404, not a stream
+        who, tenant = writer(http)
+        await asyncio.to_thread(images.resolve, who, reference)  # a 404, not a stream
 
         def work(progress: ProgressCallback) -> dict[str, Any]:
-            result = images.push(reference, progress)
+            result = images.push(who, reference, progress)
             return {"reference": ref.familiar, "digest": str(result.digest), "size": result.size}
 
         async def done(result: dict[str, Any]) -> None:
-            publish("push", result["reference"], result["digest"])
+            publish(tenant, "push", result["reference"], result["digest"])
 
         return _progress_stream(work, done)
 
     @api.get("/images/{reference:path}/json")
-    async def inspect_image(reference: str) -> dict[str, Any]:
-        return await asyncio.to_thread(images.inspect, reference)
+    async def inspect_image(reference: str, http: Request) -> dict[str, Any]:
+        return await asyncio.to_thread(images.inspect, caller(http), reference)
 
     @api.get("/images/{reference:path}/history")
-    async def image_history(reference: str) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(images.history, reference)
+    async def image_history(reference: str, http: Request) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(images.history, caller(http), reference)
 
     @api.post("/images/{reference:path}/tag", status_code=201)
-    async def tag_image(reference: str, target: Reference) -> dict[str, str]:
-        image = await asyncio.to_thread(images.tag, reference, target)
+    async def tag_image(reference: str, target: Reference, http: Request) -> dict[str, str]:
+        who, tenant = writer(http)
+        image = await asyncio.to_thread(images.tag, who, reference, target)
         familiar = parse(target).familiar
-        publish("tag", familiar, str(image.digest))
+        publish(tenant, "tag", familiar, str(image.digest))
         return {"reference": familiar, "digest": str(image.digest)}
 
     @api.delete("/images/{reference:path}")
-    async def remove_image(reference: str, force: bool = False) -> list[dict[str, str]]:
-        result = await asyncio.to_thread(images.remove, reference, force)
+    async def remove_image(
+        reference: str, http: Request, force: bool = False
+    ) -> list[dict[str, str]]:
+        who, tenant = writer(http)
+        result = await asyncio.to_thread(images.remove, who, reference, force)
         for item in result:
             for action, what in item.items():
-                publish("untag" if action == "Untagged" else "delete", what)
+                publish(tenant, "untag" if action == "Untagged" else "delete", what)
         return result
 
     @api.post("/images/prune")
-    async def prune_images() -> dict[str, int]:
-        return await asyncio.to_thread(images.gc)
+    async def prune_images(http: Request) -> dict[str, int]:
+        who, _ = writer(http)
+        return await asyncio.to_thread(images.prune, who)
 
     @api.get("/images/save")
     async def save(
+        http: Request,
         reference: Annotated[list[Annotated[str, Query(max_length=512)]], Query(max_length=64)],
         format: Annotated[str, Query(pattern="^(docker|oci)$")] = "docker",
     ) -> FileResponse:
         if not reference:
             raise errors.InvalidArgument("save needs at least one image")
+        who = caller(http)
+        who.reads()  # PermissionDenied before the body is read
         path = _temporary(images.store.tmp_dir, "save-", ".tar")
         try:
-            await asyncio.to_thread(images.save, reference, path, format)
+            await asyncio.to_thread(images.save, who, reference, path, format)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -130,6 +150,7 @@ def router(services: Services) -> APIRouter:
 
     @api.post("/images/load")
     async def load(request: Request) -> dict[str, list[str]]:
+        who, tenant = writer(request)  # PermissionDenied before the body is read
         path = _temporary(images.store.tmp_dir, "load-", ".tar")
         try:
             with path.open("wb") as file:
@@ -141,37 +162,39 @@ def router(services: Services) -> APIRouter:
                     file.write(chunk)
             if size == 0:
                 raise errors.InvalidArgument("load needs an archive in the request body")
-            loaded = await asyncio.to_thread(images.load, path)
+            loaded = await asyncio.to_thread(images.load, who, path)
         finally:
             path.unlink(missing_ok=True)
         for reference in loaded:
-            publish("load", reference)
+            publish(tenant, "load", reference)
         return {"loaded": loaded}
 
     @api.post("/commit", status_code=201)
-    async def commit(request: CommitRequest) -> dict[str, str]:
+    async def commit(request: CommitRequest, http: Request) -> dict[str, str]:
+        who, tenant = writer(http)
         image = await commit_container(
             services.pods,
             images,
             request.container,
+            caller=who,
             reference=request.reference or None,
             comment=request.comment,
             author=request.author,
             changes=request.changes,
         )
-        publish("commit", image.reference.familiar, str(image.digest))
+        publish(tenant, "commit", image.reference.familiar, str(image.digest))
         return {"id": image.id, "digest": str(image.digest), "reference": image.reference.familiar}
 
     @api.post("/auth/login")
-    async def login(request: LoginRequest) -> dict[str, str]:
+    async def login(request: LoginRequest, http: Request) -> dict[str, str]:
         status = await asyncio.to_thread(
-            images.login, request.registry, request.username, request.password
+            images.login, caller(http), request.registry, request.username, request.password
         )
         return {"status": status}
 
     @api.post("/auth/logout")
-    async def logout(request: LogoutRequest) -> dict[str, bool]:
-        return {"removed": await asyncio.to_thread(images.logout, request.registry)}
+    async def logout(request: LogoutRequest, http: Request) -> dict[str, bool]:
+        return {"removed": await asyncio.to_thread(images.logout, caller(http), request.registry)}
 
     return api
 

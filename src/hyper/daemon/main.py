@@ -77,6 +77,7 @@ async def serve(settings: Settings, config_file: Path | None) -> None:
     import uvicorn
 
     from hyper.daemon.app import create_app
+    from hyper.daemon.auth import Identified, local_operator
     from hyper.service.core import Services
 
     services = await Services.open(settings, config_file=config_file)
@@ -84,9 +85,11 @@ async def serve(settings: Settings, config_file: Path | None) -> None:
     try:
         app = create_app(services)
         unix = _unix_socket(settings.daemon.socket)
-        servers.append((uvicorn.Server(_config(app)), [unix]))
-        if settings.daemon.tcp:
-            servers.append((uvicorn.Server(_config(app, settings)), [_tcp_socket(settings)]))
+        operator = Identified(app, local_operator(settings.tenancy.default_tenant))
+        servers.append((uvicorn.Server(_config(operator)), [unix]))
+        if settings.daemon.tcp:  # every request is authenticated (its tenant and role)
+            tenants = Identified(app, services.tenancy.authenticator.authenticate)
+            servers.append((uvicorn.Server(_config(tenants, settings)), [_tcp_socket(settings)]))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for number in (signal.SIGINT, signal.SIGTERM):

@@ -1,7 +1,6 @@
 """hyperd's network and floating IP routes: each one call into
-:class:`hyper.service.networks.NetworkService` for the request's tenant
-(:func:`hyper.daemon.caller.caller`: today the default tenant, or the operator's interim
-``X-Hyper-Tenant`` header)."""
+:class:`hyper.service.networks.NetworkService` on behalf of the request's caller
+(:func:`hyper.daemon.auth.caller_of`), which decides what the caller may see and change."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
-from hyper.daemon.caller import caller
+from hyper.daemon.auth import caller_of
 from hyper.daemon.schemas import Strict
 from hyper.service.core import Services
 
@@ -34,52 +33,55 @@ def router(services: Services) -> APIRouter:
     api = APIRouter(prefix="/v1")
     networks = services.networks
 
-    def tenant(request: Request) -> str:
-        return caller(request).tenant
+    caller = caller_of(services)
 
     @api.post("/networks", status_code=201)
     async def create_network(body: NetworkCreate, request: Request) -> dict[str, Any]:
-        record = await networks.create(tenant(request), body.name, subnet=body.subnet, nat=body.nat)
-        return networks.inspect(record.tenant, record.id)
+        who = caller(request)
+        record = await networks.create(who, body.name, subnet=body.subnet, nat=body.nat)
+        return networks.inspect(who, record.id)
 
     @api.get("/networks")
     async def list_networks(request: Request) -> list[dict[str, Any]]:
-        return networks.networks(tenant(request))
+        return networks.networks(caller(request))
 
     @api.get("/networks/{ref}")
     async def inspect_network(ref: Name, request: Request) -> dict[str, Any]:
-        return networks.inspect(tenant(request), ref)
+        return networks.inspect(caller(request), ref)
 
     @api.delete("/networks/{ref}", status_code=204)
     async def remove_network(ref: Name, request: Request) -> Response:
-        await networks.remove(tenant(request), ref)
+        await networks.remove(caller(request), ref)
         return Response(status_code=204)
 
     @api.post("/fips", status_code=201)
     async def allocate_fip(request: Request) -> dict[str, Any]:
-        record = await networks.fip_allocate(tenant(request))
-        return {"address": record.address, "tenant": record.tenant, "container": ""}
+        who = caller(request)
+        record = await networks.fip_allocate(who)
+        return networks.fip(who, record.address)
 
     @api.get("/fips")
     async def list_fips(request: Request) -> list[dict[str, Any]]:
-        return networks.fips(tenant(request))
+        return networks.fips(caller(request))
 
     @api.post("/fips/{address}/associate")
     async def associate_fip(
         address: Address, body: FipAssociate, request: Request
     ) -> dict[str, Any]:
-        pod, _ = services.pods.container(body.container)
-        await networks.fip_associate(tenant(request), address, pod)
-        return next(f for f in networks.fips(tenant(request)) if f["address"] == address)
+        who = caller(request)
+        pod, _ = services.pods.container(who.writes(), body.container)  # the caller's only
+        await networks.fip_associate(who, address, pod)
+        return networks.fip(who, address)
 
     @api.post("/fips/{address}/disassociate")
     async def disassociate_fip(address: Address, request: Request) -> dict[str, Any]:
-        await networks.fip_disassociate(tenant(request), address)
-        return next(f for f in networks.fips(tenant(request)) if f["address"] == address)
+        who = caller(request)
+        await networks.fip_disassociate(who, address)
+        return networks.fip(who, address)
 
     @api.delete("/fips/{address}", status_code=204)
     async def release_fip(address: Address, request: Request) -> Response:
-        await networks.fip_release(tenant(request), address)
+        await networks.fip_release(caller(request), address)
         return Response(status_code=204)
 
     return api

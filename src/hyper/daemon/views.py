@@ -16,6 +16,7 @@ def container(pod: PodRecord, record: ContainerRecord) -> dict[str, Any]:
         "id": record.id,
         "name": record.name,
         "pod": {"id": pod.id, "name": pod.name},
+        "tenant": pod.tenant,
         "image": record.image,
         "image_id": record.image_id,
         "command": spec.get("command"),
@@ -44,6 +45,7 @@ def pod(record: PodRecord) -> dict[str, Any]:
     return {
         "id": record.id,
         "name": record.name,
+        "tenant": record.tenant,
         "state": record.state,
         "error": record.error,
         "labels": record.labels,

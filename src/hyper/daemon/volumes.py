@@ -1,6 +1,6 @@
 """hyperd's volume and snapshot routes, each one call into
 :class:`hyper.service.volumes.VolumeService` on behalf of the request's caller
-(:func:`hyper.daemon.caller.caller`)."""
+(:func:`hyper.daemon.auth.caller_of`), which decides what the caller may see and change."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
-from hyper.daemon.caller import caller
+from hyper.daemon.auth import caller_of
 from hyper.daemon.schemas import Strict
 from hyper.service.core import Services
 from hyper.state.volumes import SnapshotRecord, VolumeRecord
@@ -33,6 +33,7 @@ class SnapshotCreate(Strict):
 def router(services: Services) -> APIRouter:
     api = APIRouter(prefix="/v1")
     volumes = services.volumes
+    caller = caller_of(services)
 
     async def volume_view(record: VolumeRecord, *, detail: bool = False) -> dict[str, Any]:
         view: dict[str, Any] = {
@@ -48,13 +49,11 @@ def router(services: Services) -> APIRouter:
         }
         if detail:
             view["allocated"] = await volumes.allocated(record)
-            view["snapshots"] = [s.name for s in volumes.tables.snapshots(record.tenant, record.id)]
+            view["snapshots"] = [s.name for s in volumes.snapshots_of(record)]
         return view
 
     def snapshot_view(record: SnapshotRecord) -> dict[str, Any]:
-        volume = next(
-            (v for v in volumes.tables.volumes(record.tenant) if v.id == record.volume_id), None
-        )
+        volume = volumes.volume_of(record)
         return {
             "id": record.id,
             "name": record.name,

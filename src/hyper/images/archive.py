@@ -53,7 +53,7 @@ from hyper.images.digest import Digest, DigestingReader
 from hyper.images.image import Image
 from hyper.images.layout import name_entries
 from hyper.images.reference import Reference, parse
-from hyper.images.store import ImageStore
+from hyper.images.store import TenantImages
 from hyper.images.tree import split
 from hyper.images.unpack import BoundedTarInfo
 
@@ -77,7 +77,7 @@ class ArchiveLimits:
 
 
 def save(
-    store: ImageStore,
+    store: TenantImages,
     references: Sequence[str | Reference],
     path: Path,
     format: str = "docker",
@@ -110,7 +110,7 @@ def save(
 
 
 def _save_docker(
-    store: ImageStore, images: list[tuple[Reference, Image]], tar: tarfile.TarFile
+    store: TenantImages, images: list[tuple[Reference, Image]], tar: tarfile.TarFile
 ) -> None:
     entries: dict[Digest, dict[str, Any]] = {}
     repositories: dict[str, dict[str, str]] = {}
@@ -150,7 +150,7 @@ def _save_docker(
 
 @contextmanager
 def _uncompressed_layer(
-    store: ImageStore, layer: oci.Descriptor, diff_id: Digest
+    store: TenantImages, layer: oci.Descriptor, diff_id: Digest
 ) -> Iterator[tuple[IO[bytes], int]]:
     """The layer's tar (decompressed into a temporary file if it is stored compressed)."""
     with store.content.open(layer.digest) as blob:
@@ -175,7 +175,7 @@ def _uncompressed_layer(
 
 
 def _save_oci(
-    store: ImageStore, images: list[tuple[Reference, Image]], tar: tarfile.TarFile
+    store: TenantImages, images: list[tuple[Reference, Image]], tar: tarfile.TarFile
 ) -> None:
     _add_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
     written: set[Digest] = set()
@@ -248,7 +248,7 @@ class _Contents:
         return digest
 
 
-def load(store: ImageStore, path: Path, limits: ArchiveLimits | None = None) -> list[Image]:
+def load(store: TenantImages, path: Path, limits: ArchiveLimits | None = None) -> list[Image]:
     """Load every image of the archive ``path`` into ``store``; the tagged images."""
     limits = limits or ArchiveLimits()
     try:
@@ -268,7 +268,7 @@ def load(store: ImageStore, path: Path, limits: ArchiveLimits | None = None) -> 
         )
 
 
-def _read_archive(store: ImageStore, source: BinaryIO, limits: ArchiveLimits) -> _Contents:
+def _read_archive(store: TenantImages, source: BinaryIO, limits: ArchiveLimits) -> _Contents:
     contents = _Contents({}, {}, {})
     entries = total = 0
     try:
@@ -304,7 +304,7 @@ def _read_archive(store: ImageStore, source: BinaryIO, limits: ArchiveLimits) ->
     return contents
 
 
-def _take(store: ImageStore, contents: _Contents, name: str, size: int, data: IO[bytes]) -> None:
+def _take(store: TenantImages, contents: _Contents, name: str, size: int, data: IO[bytes]) -> None:
     if name in _METADATA:
         if size > oci.MAX_DOCUMENT_BYTES:
             raise InvalidArgument(f"archive entry {name} is over {oci.MAX_DOCUMENT_BYTES} bytes")
@@ -349,7 +349,7 @@ def _json(data: bytes, what: str) -> Any:
         raise InvalidArgument(f"{what} is not valid JSON: {exc}") from None
 
 
-def _load_docker(store: ImageStore, contents: _Contents, limits: ArchiveLimits) -> list[Image]:
+def _load_docker(store: TenantImages, contents: _Contents, limits: ArchiveLimits) -> list[Image]:
     doc = _json(contents.documents["manifest.json"], "manifest.json")
     if not isinstance(doc, list) or len(doc) > limits.max_images:
         raise InvalidArgument("manifest.json must be a list of images")
@@ -396,7 +396,7 @@ def _load_docker(store: ImageStore, contents: _Contents, limits: ArchiveLimits) 
 
 
 def _layer_descriptor(
-    store: ImageStore, digest: Digest, diff_id: Digest, name: str
+    store: TenantImages, digest: Digest, diff_id: Digest, name: str
 ) -> oci.Descriptor:
     size = store.content.size(digest)
     with store.content.open(digest) as blob:
@@ -420,7 +420,7 @@ def _layer_descriptor(
     return oci.Descriptor(media_type, digest, size)
 
 
-def _load_oci(store: ImageStore, contents: _Contents) -> list[Image]:
+def _load_oci(store: TenantImages, contents: _Contents) -> list[Image]:
     marker = _json(contents.documents["oci-layout"], "oci-layout")
     version = marker.get("imageLayoutVersion") if isinstance(marker, dict) else None
     if not isinstance(version, str) or not version.startswith("1."):
@@ -430,12 +430,20 @@ def _load_oci(store: ImageStore, contents: _Contents) -> list[Image]:
         raise InvalidArgument("index.json is not an image index")
     entries = [e for e in index.manifests if e.media_type in oci.MANIFEST_TYPES | oci.INDEX_TYPES]
     images = []
+    # What the archive brought, or the tenant already reaches: never a blob that only another
+    # tenant's names reach (the store has it, but this tenant has not shown it has the bytes).
+    proven = set(contents.blobs.values()) | store.reachable()
     for ref, entry in name_entries(entries, None, Path("the archive")):
-        if not store.content.exists(entry.digest):
+        if entry.digest not in proven or not store.content.exists(entry.digest):
             raise InvalidArgument(f"the archive lacks manifest {entry.digest}")
         if store.content.size(entry.digest) != entry.size:
             raise InvalidArgument(f"manifest {entry.digest} is not {entry.size} bytes")
         try:
+            image = store.store.image(entry.digest, ref)
+            needed = (image.digest, image.config_digest, *(d.digest for d in image.layers))
+            lacking = [digest for digest in needed if digest not in proven]
+            if lacking:
+                raise InvalidArgument(f"the archive lacks blob {lacking[0]}")
             images.append(store.tag(ref, entry.digest))
         except (NotFound, FailedPrecondition) as exc:
             raise InvalidArgument(f"the archive is incomplete: {exc}") from None

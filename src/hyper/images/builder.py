@@ -24,7 +24,7 @@ from hyper.images.compression import Compression, compress
 from hyper.images.digest import Digest
 from hyper.images.image import Image
 from hyper.images.reference import Reference
-from hyper.images.store import ImageStore
+from hyper.images.store import ImageStore, TenantImages, names_of
 from hyper.images.unpack import OPAQUE_MARKER, WHITEOUT_PREFIX
 
 FIXED_MTIME = 1_704_067_200
@@ -105,7 +105,7 @@ def layer_tar(layer: Layer, *, sort: bool = True) -> bytes:
 
 
 def build_image(
-    store: ImageStore,
+    store: ImageStore | TenantImages,
     reference: str | Reference,
     layers: Sequence[Layer | bytes],
     config: oci.ImageConfig | None = None,
@@ -113,7 +113,9 @@ def build_image(
     compression: Compression = Compression.NONE,
     sort: bool = True,
 ) -> Image:
-    """Store an image made of ``layers`` (dicts, or ready tar bytes) and tag it ``reference``."""
+    """Store an image made of ``layers`` (dicts, or ready tar bytes) and tag it ``reference``
+    (in the tenant of ``store``; a whole store: the tenant "default")."""
+    store = names_of(store)
     with store.lease():
         descriptors = []
         diff_ids = []

@@ -16,7 +16,7 @@ from hyper.errors import Unavailable
 from hyper.images.builder import Dir, File, Layer, Symlink, build_image
 from hyper.images.image import Image
 from hyper.images.oci import ImageConfig
-from hyper.images.store import ImageStore
+from hyper.images.store import ImageStore, TenantImages
 
 BUSYBOX = Path("/bin/busybox")
 REFERENCE = "busybox:latest"
@@ -64,7 +64,7 @@ def busybox_layer(binary: Path = BUSYBOX) -> Layer:
 
 
 def ensure_busybox(
-    store: ImageStore, *, binary: Path = BUSYBOX, reference: str = REFERENCE
+    store: ImageStore | TenantImages, *, binary: Path = BUSYBOX, reference: str = REFERENCE
 ) -> Image:
     """Store and tag the busybox image (blocking: call it in a thread from async code)."""
     config = ImageConfig(env=(PATH,), cmd=("sh",))

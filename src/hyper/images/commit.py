@@ -46,7 +46,7 @@ from hyper.images.compression import decompressed
 from hyper.images.digest import Digest, DigestingReader, Readable
 from hyper.images.image import Image
 from hyper.images.reference import Reference, parse
-from hyper.images.store import ImageStore
+from hyper.images.store import TenantImages
 from hyper.images.tree import Parts, show, split
 from hyper.images.unpack import OPAQUE_MARKER, WHITEOUT_PREFIX, BoundedTarInfo, UnpackLimits
 
@@ -247,7 +247,7 @@ class _Layer:
 
 
 def commit(
-    store: ImageStore,
+    store: TenantImages,
     base: Image,
     layer_tar: Path,
     *,
@@ -345,7 +345,7 @@ def _oci_layer(descriptor: oci.Descriptor) -> oci.Descriptor:
     return descriptor
 
 
-def _store_layer(store: ImageStore, path: Path, limits: UnpackLimits) -> _Layer:
+def _store_layer(store: TenantImages, path: Path, limits: UnpackLimits) -> _Layer:
     """Check, hash and gzip the layer in one pass; store the blob unless it has no entries."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     source = os.fdopen(fd, "rb")

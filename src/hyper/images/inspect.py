@@ -19,7 +19,7 @@ from hyper.images import oci
 from hyper.images.digest import Digest
 from hyper.images.image import Image
 from hyper.images.reference import Reference, parse
-from hyper.images.store import ImageStore
+from hyper.images.store import TenantImages
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class Entry:
     image: Image
 
 
-def entries(store: ImageStore) -> list[Entry]:
+def entries(store: TenantImages) -> list[Entry]:
     found = []
     for key, target in sorted(store.refs.read().items()):
         try:
@@ -47,7 +47,7 @@ def entries(store: ImageStore) -> list[Entry]:
     return found
 
 
-def summaries(store: ImageStore) -> list[dict[str, Any]]:
+def summaries(store: TenantImages) -> list[dict[str, Any]]:
     """One row per reference, as ``docker images`` lists them (most recent first)."""
     rows = []
     created: dict[Digest, str] = {}
@@ -70,7 +70,7 @@ def summaries(store: ImageStore) -> list[dict[str, Any]]:
     return rows
 
 
-def inspect(store: ImageStore, image: Image) -> dict[str, Any]:
+def inspect(store: TenantImages, image: Image) -> dict[str, Any]:
     """A ``docker image inspect``-like document."""
     config = _config(store, image)
     tags: list[str] = []
@@ -106,7 +106,7 @@ def inspect(store: ImageStore, image: Image) -> dict[str, Any]:
     }
 
 
-def history(store: ImageStore, image: Image) -> list[dict[str, Any]]:
+def history(store: TenantImages, image: Image) -> list[dict[str, Any]]:
     """``docker history``: newest first; each step that made a layer gets that layer's id and
     size, the others (``empty_layer``) size 0; the top step carries the image id."""
     config = _config(store, image)
@@ -148,7 +148,7 @@ def history(store: ImageStore, image: Image) -> list[dict[str, Any]]:
     return rows
 
 
-def _config(store: ImageStore, image: Image) -> dict[str, Any]:
+def _config(store: TenantImages, image: Image) -> dict[str, Any]:
     doc = json.loads(store.content.read(image.config_digest, oci.MAX_DOCUMENT_BYTES))
     assert isinstance(doc, dict)  # parsed and checked when the image was resolved
     return doc

@@ -22,13 +22,15 @@ from hyper.images import oci
 from hyper.images.digest import Digest
 from hyper.images.image import Image
 from hyper.images.reference import Reference, parse
-from hyper.images.store import ImageStore
+from hyper.images.store import ImageStore, TenantImages, names_of
 
 
 def import_layout(
-    store: ImageStore, layout: Path, reference: str | Reference | None = None
+    store: ImageStore | TenantImages, layout: Path, reference: str | Reference | None = None
 ) -> list[Image]:
-    """Copy the images of ``layout`` into ``store`` and tag them; returns the tagged images."""
+    """Copy the images of ``layout`` into ``store`` and tag them (a whole store: in the tenant
+    "default"); returns the tagged images. A host tool: the layout is a path of the host."""
+    names = names_of(store)
     marker = _read_small(layout / "oci-layout", "oci-layout")
     try:
         version = json.loads(marker).get("imageLayoutVersion")
@@ -46,10 +48,10 @@ def import_layout(
     entries = [e for e in index.manifests if e.media_type in oci.MANIFEST_TYPES | oci.INDEX_TYPES]
     named = name_entries(entries, reference, layout)
     images = []
-    with store.lease():
+    with names.lease():
         for ref, entry in named:
-            digest = _copy_tree(store, layout, entry)
-            images.append(store.tag(ref, digest))
+            digest = _copy_tree(names, layout, entry)
+            images.append(names.tag(ref, digest))
     return images
 
 
@@ -81,7 +83,7 @@ def name_entries(
     return named
 
 
-def _copy_tree(store: ImageStore, layout: Path, entry: oci.Descriptor) -> Digest:
+def _copy_tree(store: TenantImages, layout: Path, entry: oci.Descriptor) -> Digest:
     """Copy the manifest (narrowing an index to the host platform) and its blobs."""
     data = _copy_document(store, layout, entry)
     doc = oci.parse_manifest_or_index(data, entry.media_type)
@@ -95,7 +97,7 @@ def _copy_tree(store: ImageStore, layout: Path, entry: oci.Descriptor) -> Digest
     return entry.digest
 
 
-def _copy_document(store: ImageStore, layout: Path, desc: oci.Descriptor) -> bytes:
+def _copy_document(store: TenantImages, layout: Path, desc: oci.Descriptor) -> bytes:
     if desc.size > oci.MAX_DOCUMENT_BYTES:
         raise InvalidArgument(f"{desc.digest} is {desc.size} bytes, over the document limit")
     with _open_blob(layout, desc.digest) as source:

@@ -25,7 +25,7 @@ from pathlib import Path
 from hyper.errors import Internal, Unavailable
 from hyper.images.files import file_lock, fsync_dir
 from hyper.images.image import Image
-from hyper.images.store import ImageStore
+from hyper.images.store import ImageStore, TenantImages
 from hyper.images.tree import Tree, lstat_at, split
 from hyper.images.unpack import Unpacker, UnpackLimits, UnpackStats
 
@@ -85,7 +85,7 @@ async def erofs_image(
 
 
 def unpack_image(
-    store: ImageStore, image: Image, target: Path, limits: UnpackLimits | None = None
+    store: ImageStore | TenantImages, image: Image, target: Path, limits: UnpackLimits | None = None
 ) -> UnpackStats:
     """Flatten the layers of ``image`` into the existing directory ``target`` (blocking)."""
     with Unpacker(target, limits) as unpacker:

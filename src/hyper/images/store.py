@@ -1,21 +1,37 @@
-"""The local image store: content store + tags, giving resolved images.
+"""The local image store: blobs shared by every tenant, names (tags) per tenant.
 
 Layout under ``root`` (``settings.paths.images``)::
 
     blobs/sha256/<hex>      manifests, configs and layers (see content.py)
-    refs.json               tag -> manifest digest (see refs.py)
+    refs.json               the tenant "default"'s names: tag -> manifest digest (see refs.py)
+    refs/<tenant>.json      every other tenant's names
     rootfs/<hex>.erofs      read-only root filesystems built from images (see rootfs.py)
     tmp/                    work in progress
     gc.lock                 writers hold it shared (``lease``), ``gc`` exclusive
 
-An image is visible only through a tag (or a digest reference recorded for its repository):
-``resolve("busybox@sha256:...")`` finds nothing unless some reference of
-``docker.io/library/busybox`` points at that manifest. Blobs that no reference reaches are
-removed by ``gc``.
+Blobs and root filesystems are content-addressed and deduplicated across tenants; the names that
+reach them are not. A tenant sees, resolves, tags from and removes only its own names
+(:meth:`ImageStore.tenant` gives that view, :class:`TenantImages`), so tenant A pulling, tagging
+or removing ``busybox:latest`` never changes what tenant B's ``busybox:latest`` means, and B's
+lookup of a name only A has answers exactly like a missing one. An image is visible only through
+a name (or a digest reference recorded for its repository): ``resolve("busybox@sha256:...")``
+finds nothing unless one of the tenant's references of ``docker.io/library/busybox`` points at
+that manifest. ``gc`` marks from every tenant's names and removes the blobs none reaches.
+
+The tenant "default" keeps ``refs.json``, the one file of the store before tenancy (the state
+database gave every existing pod that tenant too), so an existing store needs no migration. A
+tenant's name is checked (``hyper.model.pod.check_name``: it starts with a letter or a digit,
+no ``/``) before it becomes part of a path.
+
+Possession: sharing blobs must not let a tenant reach another's content by knowing a digest.
+Whoever tags an image must have had its bytes: the writers (pull, load, commit, the builder)
+store every blob they name from bytes they hold, except those the tenant already reaches
+(:meth:`TenantImages.reachable`); a blob another tenant stored is fetched again, and checked.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -32,8 +48,12 @@ from hyper.images.files import file_lock
 from hyper.images.image import Image
 from hyper.images.reference import Reference, parse
 from hyper.images.refs import RefStore
+from hyper.model.pod import check_name
 
 log = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "default"
+"""The tenant whose names are ``refs.json`` (and of the host's own tools: ``hyper setup``)."""
 
 
 @dataclass(frozen=True)
@@ -44,13 +64,16 @@ class GcResult:
 
 
 class ImageStore:
+    """The shared part (blobs, root filesystems, leases, ``gc``) and each tenant's names."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.content = ContentStore(root)
-        self.refs = RefStore(root / "refs.json")
         self.rootfs_dir = root / "rootfs"
         self.rootfs_dir.mkdir(exist_ok=True)
+        self._refs_dir = root / "refs"
+        self._refs_dir.mkdir(mode=0o700, exist_ok=True)
         self._gc_lock = root / "gc.lock"
 
     @property
@@ -63,76 +86,49 @@ class ImageStore:
         with file_lock(self._gc_lock, shared=True):
             yield
 
-    # -- naming ----------------------------------------------------------------------------
+    # -- tenants ---------------------------------------------------------------------------
 
-    def tag(self, reference: str | Reference, digest: Digest) -> Image:
-        """Point ``reference`` at the manifest ``digest`` (which must be stored, with its blobs).
+    def tenant(self, tenant: str) -> TenantImages:
+        """``tenant``'s names over this store: what every naming operation goes through."""
+        return TenantImages(self, check_name(tenant, "tenant"), self._refs_of(tenant))
 
-        A reference with a tag records the tag; one with only a digest records the digest for
-        that repository. A digest in the reference must be ``digest``.
-        """
-        ref = _as_reference(reference)
-        if ref.digest is not None and ref.digest != digest:
-            raise InvalidArgument(f"{ref.familiar} names {ref.digest}, not {digest}")
-        image = self._load(ref, digest)
-        missing = [layer.digest for layer in image.layers if not self.content.exists(layer.digest)]
-        if missing:
-            raise FailedPrecondition(f"cannot tag {ref.familiar}: layer {missing[0]} is missing")
-        key = _key(ref)
+    def tenants(self) -> list[str]:
+        """The tenants that have (or had) names in this store, sorted."""
+        found = {DEFAULT_TENANT}
+        for entry in os.scandir(self._refs_dir):
+            stem = entry.name.removesuffix(".json")
+            if stem != entry.name and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(InvalidArgument):
+                    found.add(check_name(stem, "tenant"))
+        return sorted(found)
 
-        def record(refs: dict[str, Digest]) -> None:
-            refs[key] = digest
+    def _refs_of(self, tenant: str) -> RefStore:
+        if tenant == DEFAULT_TENANT:
+            return RefStore(self.root / "refs.json")
+        return RefStore(self._refs_dir / f"{check_name(tenant, 'tenant')}.json")
 
-        self.refs.update(record)
-        return image
+    # -- images by digest ------------------------------------------------------------------
+
+    def image(self, digest: Digest, reference: str | Reference) -> Image:
+        """The image whose manifest (or index) is ``digest``, found by its content alone;
+        NotFound if it is not stored. No tenant is asked: this is for what holds a digest it
+        got from a tenant's own name earlier (a pod's containers, recorded at create), never
+        for a name a client sends. ``reference`` is the name the image is shown by."""
+        if not self.content.exists(digest):
+            raise NotFound(f"no such image: {_as_reference(reference).familiar}")
+        return self._load(_as_reference(reference), digest)
+
+    # -- the default tenant's names (the host's tools; hyperd's services never use these) ---
 
     def resolve(self, reference: str | Reference) -> Image:
-        """The image ``reference`` names; NotFound if the store does not have it."""
-        ref = _as_reference(reference)
-        refs = self.refs.read()
-        if ref.digest is None:
-            digest = refs.get(_key(ref))
-            if digest is None:
-                raise NotFound(f"no such image: {ref.familiar}")
-        else:
-            digest = ref.digest
-            prefix = ref.name
-            known = any(
-                value == digest and _repository_of(key) == prefix for key, value in refs.items()
-            )
-            if not known:
-                raise NotFound(f"no such image: {ref.familiar}")
-        return self._load(ref, digest)
+        """The tenant "default"'s image ``reference``: for the host's own tools (``hyper
+        setup``, benchmarks, tests) and the shim until it resolves by digest
+        (:meth:`image`). Everything that serves a tenant uses :meth:`tenant`."""
+        return self.tenant(DEFAULT_TENANT).resolve(reference)
 
     def list(self) -> list[Image]:
-        """Every reference in the store, resolved, sorted by reference."""
-        images = []
-        for key, digest in sorted(self.refs.read().items()):
-            try:
-                images.append(self._load(parse(key), digest))
-            except (NotFound, InvalidArgument, Internal) as exc:
-                log.warning("image %s is damaged: %s", key, exc)
-        return images
-
-    def remove(self, reference: str | Reference) -> Digest:
-        """Remove a reference (blobs stay until ``gc``). A digest reference removes every
-        reference of that repository pointing at the digest. Returns the manifest digest."""
-        ref = _as_reference(reference)
-
-        def drop(refs: dict[str, Digest]) -> Digest:
-            if ref.digest is None:
-                digest = refs.pop(_key(ref), None)
-                if digest is None:
-                    raise NotFound(f"no such image: {ref.familiar}")
-                return digest
-            keys = [k for k, v in refs.items() if v == ref.digest and _repository_of(k) == ref.name]
-            if not keys:
-                raise NotFound(f"no such image: {ref.familiar}")
-            for k in keys:
-                del refs[k]
-            return ref.digest
-
-        return self.refs.update(drop)
+        """The tenant "default"'s images (see :meth:`resolve`)."""
+        return self.tenant(DEFAULT_TENANT).list()
 
     # -- collecting ------------------------------------------------------------------------
 
@@ -150,14 +146,18 @@ class ImageStore:
             return None
 
     def _collect(self) -> GcResult:
-        with self.refs.locked():
+        with contextlib.ExitStack() as held:
+            names = self._hold_every_refs_lock(held)
             live: set[Digest] = set()
             manifests: set[Digest] = set()
-            for key, digest in self.refs.read().items():
-                try:
-                    self._mark(digest, live, manifests)
-                except (NotFound, InvalidArgument, Internal) as exc:
-                    raise Internal(f"gc stopped: image {key} cannot be read ({exc})") from exc
+            for tenant, refs in names.items():
+                for key, digest in refs.read().items():
+                    try:
+                        self._mark(digest, live, manifests)
+                    except (NotFound, InvalidArgument, Internal) as exc:
+                        raise Internal(
+                            f"gc stopped: image {key} of tenant {tenant} cannot be read ({exc})"
+                        ) from exc
             removed = freed = 0
             for digest in list(self.content):
                 if digest not in live:
@@ -174,6 +174,17 @@ class ImageStore:
             _remove_stale_partials(self.tmp_dir)
         log.info("gc removed %d blobs (%d bytes), %d rootfs", removed, freed, rootfs_removed)
         return GcResult(removed, freed, rootfs_removed)
+
+    def _hold_every_refs_lock(self, stack: contextlib.ExitStack) -> dict[str, RefStore]:
+        """Lock every tenant's names, a tenant that appears meanwhile included (only ``gc``
+        ever holds two of these locks, and ``gc.lock`` serialises it: no lock order needed)."""
+        held: dict[str, RefStore] = {}
+        while new := [t for t in self.tenants() if t not in held]:
+            for tenant in new:
+                refs = self._refs_of(tenant)
+                stack.enter_context(refs.locked())
+                held[tenant] = refs
+        return held
 
     def _mark(self, digest: Digest, live: set[Digest], manifests: set[Digest]) -> None:
         live.add(digest)
@@ -215,6 +226,122 @@ class ImageStore:
             architecture=config.architecture,
             os=config.os,
         )
+
+
+class TenantImages:
+    """One tenant's names over the shared store: tag, resolve, list, remove. Also hands out the
+    shared parts (``content``, ``lease``, ``tmp_dir``) so that the writers (pull, load, commit,
+    the builder) take this one value."""
+
+    def __init__(self, store: ImageStore, tenant: str, refs: RefStore) -> None:
+        self.store = store
+        self.tenant = tenant
+        self.refs = refs
+
+    @property
+    def content(self) -> ContentStore:
+        return self.store.content
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.store.tmp_dir
+
+    def lease(self) -> contextlib.AbstractContextManager[None]:
+        return self.store.lease()
+
+    def tag(self, reference: str | Reference, digest: Digest) -> Image:
+        """Point ``reference`` at the manifest ``digest`` (which must be stored, with its blobs).
+
+        A reference with a tag records the tag; one with only a digest records the digest for
+        that repository. A digest in the reference must be ``digest``.
+        """
+        ref = _as_reference(reference)
+        if ref.digest is not None and ref.digest != digest:
+            raise InvalidArgument(f"{ref.familiar} names {ref.digest}, not {digest}")
+        image = self.store._load(ref, digest)
+        content = self.store.content
+        missing = [layer.digest for layer in image.layers if not content.exists(layer.digest)]
+        if missing:
+            raise FailedPrecondition(f"cannot tag {ref.familiar}: layer {missing[0]} is missing")
+        key = _key(ref)
+
+        def record(refs: dict[str, Digest]) -> None:
+            refs[key] = digest
+
+        self.refs.update(record)
+        return image
+
+    def resolve(self, reference: str | Reference) -> Image:
+        """The image ``reference`` names in this tenant; NotFound if it has no such name."""
+        ref = _as_reference(reference)
+        refs = self.refs.read()
+        if ref.digest is None:
+            digest = refs.get(_key(ref))
+            if digest is None:
+                raise NotFound(f"no such image: {ref.familiar}")
+        else:
+            digest = ref.digest
+            prefix = ref.name
+            known = any(
+                value == digest and _repository_of(key) == prefix for key, value in refs.items()
+            )
+            if not known:
+                raise NotFound(f"no such image: {ref.familiar}")
+        return self.store._load(ref, digest)
+
+    def list(self) -> list[Image]:
+        """Every reference of this tenant, resolved, sorted by reference."""
+        images = []
+        for key, digest in sorted(self.refs.read().items()):
+            try:
+                images.append(self.store._load(parse(key), digest))
+            except (NotFound, InvalidArgument, Internal) as exc:
+                log.warning("image %s of tenant %s is damaged: %s", key, self.tenant, exc)
+        return images
+
+    def remove(self, reference: str | Reference) -> Digest:
+        """Remove a reference (blobs stay until ``gc``). A digest reference removes every
+        reference of that repository pointing at the digest. Returns the manifest digest."""
+        ref = _as_reference(reference)
+
+        def drop(refs: dict[str, Digest]) -> Digest:
+            if ref.digest is None:
+                digest = refs.pop(_key(ref), None)
+                if digest is None:
+                    raise NotFound(f"no such image: {ref.familiar}")
+                return digest
+            keys = [k for k, v in refs.items() if v == ref.digest and _repository_of(k) == ref.name]
+            if not keys:
+                raise NotFound(f"no such image: {ref.familiar}")
+            for k in keys:
+                del refs[k]
+            return ref.digest
+
+        return self.refs.update(drop)
+
+    def forget(self) -> None:
+        """Drop every name of this tenant (it is being removed); the blobs go at ``gc``."""
+        if self.tenant == DEFAULT_TENANT:
+            raise FailedPrecondition("the default tenant's names stay")
+        with self.refs.locked():
+            self.refs.path.unlink(missing_ok=True)
+        self.refs.path.with_name(self.refs.path.name + ".lock").unlink(missing_ok=True)
+
+    def reachable(self) -> set[Digest]:
+        """Every blob this tenant's names reach (what it may reuse without its bytes)."""
+        live: set[Digest] = set()
+        for key, digest in self.refs.read().items():
+            try:
+                self.store._mark(digest, live, set())
+            except (NotFound, InvalidArgument, Internal) as exc:
+                log.warning("image %s of tenant %s is damaged: %s", key, self.tenant, exc)
+        return live
+
+
+def names_of(store: ImageStore | TenantImages) -> TenantImages:
+    """The names to write into: a tenant's, or for the host's own tools given the whole store
+    (``hyper setup``, benchmarks, tests), the tenant "default"'s."""
+    return store if isinstance(store, TenantImages) else store.tenant(DEFAULT_TENANT)
 
 
 def _as_reference(reference: str | Reference) -> Reference:

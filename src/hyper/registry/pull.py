@@ -5,8 +5,11 @@
    the registry's ``Docker-Content-Digest``). An index (manifest list) is narrowed to the
    platform (the host's, linux/amd64 here), and that manifest fetched by digest and checked.
 2. Under a store lease (gc waits), the config and then the layers are downloaded, at most
-   ``max_concurrent`` at a time. A blob already in the store is verified and skipped (a corrupt
-   one is deleted and fetched again). A download goes to ``tmp/<hex>.partial``, under an flock
+   ``max_concurrent`` at a time. A blob the tenant's names already reach is verified and skipped
+   (a corrupt one is deleted and fetched again); one that only another tenant's names reach is
+   downloaded again and checked, then dropped: a tenant may reuse only content it has proved it
+   holds, never another's private layer it merely knows the digest of (a registry of its own
+   could serve a manifest naming it). A download goes to ``tmp/<hex>.partial``, under an flock
    (two pulls of one blob download it once); it is hashed as it streams, and a partial file left
    by a cut connection or an earlier, interrupted pull is resumed with an HTTP ``Range`` request.
    More bytes than the descriptor's size, a short body or a digest mismatch: the download is
@@ -24,6 +27,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -36,7 +40,7 @@ from hyper.images import oci
 from hyper.images.digest import Digest
 from hyper.images.image import Image
 from hyper.images.reference import Reference
-from hyper.images.store import ImageStore
+from hyper.images.store import TenantImages
 from hyper.registry.client import FetchedManifest, RangeRefused, RegistryClient
 
 log = logging.getLogger(__name__)
@@ -128,7 +132,7 @@ def _parse(
 
 
 def pull(
-    store: ImageStore,
+    store: TenantImages,
     client: RegistryClient,
     reference: Reference,
     *,
@@ -148,8 +152,9 @@ def pull(
                 f"{reference.familiar}: layer {layer.digest} claims {layer.size} bytes,"
                 f" over the {MAX_BLOB_BYTES} limit"
             )
-    downloader = _Downloader(store, client, reference.repository, progress, attempts)
     with store.lease():
+        known = store.reachable()
+        downloader = _Downloader(store, client, reference.repository, progress, attempts, known)
         downloader.fetch(manifest.config)
         config = oci.parse_config(
             store.content.read(manifest.config.digest, oci.MAX_DOCUMENT_BYTES)
@@ -180,13 +185,16 @@ def pull(
 class _Downloader:
     def __init__(
         self,
-        store: ImageStore,
+        store: TenantImages,
         client: RegistryClient,
         repository: str,
         progress: ProgressCallback | None,
         attempts: int,
+        known: set[Digest],
     ) -> None:
         self.store = store
+        self.known = known
+        """The blobs the tenant's names reach: the only ones a pull may reuse as they are."""
         self.client = client
         self.repository = repository
         self.progress = progress
@@ -222,6 +230,9 @@ class _Downloader:
     def fetch(self, desc: oci.Descriptor) -> None:
         content = self.store.content
         if content.exists(desc.digest):
+            if desc.digest not in self.known:
+                self._prove(desc)
+                return
             try:
                 if content.size(desc.digest) != desc.size:
                     raise Internal(f"blob {desc.digest} has the wrong size")
@@ -237,11 +248,27 @@ class _Downloader:
         fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "r+b") as file:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX)  # one download per blob, across pulls
-            if content.exists(desc.digest):  # another pull finished it while we waited
-                _unlink_if_same(partial, file)
+            if not content.exists(desc.digest):
+                self._download(desc, file, partial)
+                return
+            _unlink_if_same(partial, file)  # another pull finished it while we waited
+            if desc.digest in self.known:
                 self.report(desc, "exists", desc.size)
                 return
-            self._download(desc, file, partial)
+        self._prove(desc)
+
+    def _prove(self, desc: oci.Descriptor) -> None:
+        """Download a blob that another tenant's pull stored into a file of our own, and check
+        it: the copy in the store is kept, ours dropped (the store has it once)."""
+        fd, name = tempfile.mkstemp(
+            prefix=f"{desc.digest.hex}.", suffix=".proof", dir=self.store.content.tmp_dir
+        )
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "w+b") as file:
+                self._download(desc, file, path)
+        finally:
+            path.unlink(missing_ok=True)
 
     def _download(self, desc: oci.Descriptor, file: BinaryIO, partial: Path) -> None:
         what = f"blob {desc.digest} of {self.repository}"

@@ -25,7 +25,7 @@ from hyper.errors import HyperError, NotFound
 from hyper.images import oci
 from hyper.images.digest import Digest
 from hyper.images.reference import Reference, parse
-from hyper.images.store import ImageStore
+from hyper.images.store import TenantImages
 from hyper.registry.client import RegistryClient
 from hyper.registry.pull import Progress, ProgressCallback
 
@@ -46,7 +46,7 @@ class PushResult:
 
 
 def push(
-    store: ImageStore,
+    store: TenantImages,
     client: RegistryClient,
     reference: Reference,
     *,
@@ -78,7 +78,7 @@ def push(
 
 
 def _manifests_to_push(
-    store: ImageStore, top: Digest, platform_manifest: Digest
+    store: TenantImages, top: Digest, platform_manifest: Digest
 ) -> list[tuple[Digest, str, bytes]]:
     """(digest, media type, bytes), children first."""
     data = store.content.read(top, oci.MAX_DOCUMENT_BYTES)
@@ -106,7 +106,7 @@ def _manifests_to_push(
 class _Pusher:
     def __init__(
         self,
-        store: ImageStore,
+        store: TenantImages,
         client: RegistryClient,
         reference: Reference,
         progress: ProgressCallback | None,
@@ -164,7 +164,7 @@ def _read_full(blob: object, size: int) -> bytes:
     return b"".join(parts)
 
 
-def _mount_sources(store: ImageStore, reference: Reference) -> dict[Digest, str]:
+def _mount_sources(store: TenantImages, reference: Reference) -> dict[Digest, str]:
     """Blob -> another repository of the same registry whose image in the store holds it."""
     sources: dict[Digest, str] = {}
     for key in sorted(store.refs.read()):

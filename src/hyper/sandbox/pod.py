@@ -22,7 +22,7 @@ import enum
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from hyper import errors
 from hyper.agent.client import AgentClient, Process
 from hyper.config import Settings
 from hyper.images import Image, ImageStore, erofs_image
+from hyper.images.digest import Digest
 from hyper.model.pod import ContainerSpec, PodSpec
 from hyper.proto import messages
 from hyper.sandbox import volumes
@@ -95,8 +96,13 @@ class Pod:
         volumes: Sequence[Attachment] = (),
         templates: Templates | None = None,
         network: NetworkAttachment | None = None,
+        image_digests: Mapping[str, Digest] | None = None,
     ) -> None:
+        """``image_digests``: container name -> the manifest digest recorded when a tenant
+        created the pod (hyperd); without it, images are resolved by name in the default tenant
+        (the host's own tools)."""
         self.id = pod_id or secrets.token_hex(32)
+        self._digests = dict(image_digests or {})
         self.network = network
         self.volumes = tuple(volumes)
         self.spec = spec
@@ -219,7 +225,11 @@ class Pod:
         disks: dict[str, Path] = {}
         by_digest: dict[str, str] = {}  # manifest digest -> disk id
         for spec in self.spec.containers:
-            image = await asyncio.to_thread(self._images.resolve, spec.image)
+            digest = self._digests.get(spec.name)
+            if digest is not None:
+                image = await asyncio.to_thread(self._images.image, digest, spec.image)
+            else:
+                image = await asyncio.to_thread(self._images.resolve, spec.image)
             disk = by_digest.get(str(image.digest))
             if disk is None:
                 disk = f"img{len(by_digest)}"

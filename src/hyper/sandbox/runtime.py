@@ -7,11 +7,12 @@ pods from specs. Front ends hold one of these and translate their own requests i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hyper.config import Settings
 from hyper.guest.artifacts import GuestArtifacts, resolve
+from hyper.images.digest import Digest
 from hyper.images.store import ImageStore
 from hyper.model.pod import PodSpec
 from hyper.sandbox.nic import NetworkAttachment
@@ -75,6 +76,7 @@ class Runtime:
         pod_id: str | None = None,
         volumes: Sequence[Attachment] = (),
         network: NetworkAttachment | None = None,
+        image_digests: Mapping[str, Digest] | None = None,
     ) -> Pod:
         guest = self._guest()
         return Pod(
@@ -86,6 +88,7 @@ class Runtime:
             volumes=volumes,
             templates=self.templates,
             network=network,
+            image_digests=image_digests,
         )
 
 

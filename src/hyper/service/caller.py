@@ -1,21 +1,56 @@
-"""Who sends a request, as every service sees it: a tenant and whether it is the host's operator.
+"""Who sends a request, as every service sees it: a :class:`Caller`.
 
-One value for all the services (pods, volumes, networks), so the tenancy work (issue 8) changes
-how a front end makes it, not what the services take. Until then every caller is the default
-tenant, and the operator is whoever the front end says (hyperd: its unix socket).
+A front end (hyperd's listeners today; the Docker API, ``runv`` or CRI tomorrow) establishes the
+:class:`~hyper.tenancy.principal.Principal` once, from the request's credentials, and hands the
+services a ``Caller``. The services, not the front ends, decide what it may do: every lookup and
+every create goes through :meth:`Caller.reads` or :meth:`Caller.writes`, which ask
+:mod:`hyper.tenancy.policy` and return the :class:`~hyper.tenancy.principal.Scope` that the
+repositories' queries take. A front end cannot forget a check, and another tenant's object is
+simply not found.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from hyper.tenancy.policy import Action, require, scope
+from hyper.tenancy.principal import Principal, Scope
 
 DEFAULT_TENANT = "default"
 
 
+def _local_operator() -> Principal:
+    return Principal.local_operator(DEFAULT_TENANT)
+
+
 @dataclass(frozen=True)
 class Caller:
-    """Who asks: the tenant whose objects they see, and whether they are the host's operator
-    (today: every caller; the daemon says so for its unix socket)."""
+    """A principal, and the tenant it asks to act in (only an operator may name another than
+    its own; ``every`` is an operator's listing of every tenant)."""
 
-    tenant: str = DEFAULT_TENANT
-    operator: bool = True
+    principal: Principal = field(default_factory=_local_operator)
+    tenant: str | None = None
+    every: bool = False
+
+    @classmethod
+    def operator(cls, tenant: str = DEFAULT_TENANT) -> Caller:
+        """The host's operator acting in ``tenant`` (the unix socket, tests, recovery)."""
+        return cls(Principal.local_operator(tenant))
+
+    @property
+    def is_operator(self) -> bool:
+        return self.principal.is_operator
+
+    def reads(self) -> Scope:
+        """The scope of a lookup or a listing (any role of the tenant)."""
+        return scope(self.principal, Action.READ, self.tenant, every=self.every)
+
+    def writes(self) -> Scope:
+        """The scope of a change, by a role that may change things: one tenant, or every
+        tenant for an operator's ``--tenant '*'`` (an existing object says whose it is; a
+        create takes :meth:`Scope.single`, which refuses every tenant)."""
+        return scope(self.principal, Action.WRITE, self.tenant, every=self.every)
+
+    def may(self, action: Action) -> None:
+        """Raise PermissionDenied unless the caller may do ``action`` in its tenant."""
+        require(self.principal, action, self.tenant or self.principal.tenant)

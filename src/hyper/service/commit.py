@@ -3,7 +3,9 @@
 The guest agent streams the changes of the container's writable layer as a tar (deletions as
 whiteouts); the tar is written to the image store's temporary directory, bounded in size
 because the guest is hostile, then stored as a layer over the container's own image (by the
-manifest digest recorded at create, so retagging the base meanwhile changes nothing).
+manifest digest recorded at create, so retagging the base meanwhile changes nothing). The new
+image is named in the container's tenant (the caller's), and its base must still have a name
+there.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from hyper.images.digest import Digest
 from hyper.images.image import Image
 from hyper.images.reference import parse
 from hyper.images.unpack import UnpackLimits
+from hyper.service.caller import Caller
 from hyper.service.images import ImageService
 from hyper.service.pods import PodService
 from hyper.state.db import ContainerRecord, PodRecord
@@ -33,6 +36,7 @@ async def commit_container(
     images: ImageService,
     container_ref: str,
     *,
+    caller: Caller,
     reference: str | None,
     comment: str = "",
     author: str = "",
@@ -44,7 +48,7 @@ async def commit_container(
         if ref.digest is not None:
             raise errors.InvalidArgument(f"cannot commit to a digest: {reference}")
     parsed = ConfigChanges.parse(changes or [])
-    pod, container = pods.container(container_ref)
+    pod, container = pods.container(caller.writes(), container_ref)
     if container.state != "running":
         raise errors.FailedPrecondition(
             f"container {container.name} is {container.state}: commit needs a running container"
@@ -58,6 +62,7 @@ async def commit_container(
             await _export(pods, pod, container, file, UnpackLimits().stream_bytes)
         return await asyncio.to_thread(
             images.commit,
+            caller,
             base,
             layer,
             reference=reference or None,

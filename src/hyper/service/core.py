@@ -13,13 +13,16 @@ import httpx
 from hyper import __version__, errors
 from hyper.config import Settings
 from hyper.service import names
+from hyper.service.caller import Caller
 from hyper.service.events import EventBus
 from hyper.service.images import ImageService
 from hyper.service.networks import NetworkService
 from hyper.service.pods import PodService
 from hyper.service.templates import TemplateService
+from hyper.service.tenancy import TenancyService
 from hyper.service.volumes import VolumeService
 from hyper.state.db import Database
+from hyper.tenancy.principal import Scope
 
 
 @dataclass
@@ -32,6 +35,7 @@ class Services:
     volumes: VolumeService
     networks: NetworkService
     templates: TemplateService
+    tenancy: TenancyService
 
     @classmethod
     async def open(cls, settings: Settings, *, config_file: Path | None) -> Services:
@@ -40,6 +44,7 @@ class Services:
         await services.pods.recover()
         await services.volumes.recover()
         await services.networks.recover()  # repair or remove what the last hyperd left
+        services.tenancy.release_orphaned_charges(services.db.object_ids())
         return services
 
     @classmethod
@@ -53,14 +58,16 @@ class Services:
         """The services over the state in ``settings``, without recovering any pod (tests use
         it directly; ``registry_transport`` replaces the network to registries)."""
         db = Database(settings.paths.state_dir / "hyperd.db")
+        tenancy = TenancyService(settings, db.connection)
         events = EventBus()
         images = ImageService(
             settings,
-            in_use=lambda digest: db.image_in_use(str(digest)),
+            in_use=lambda digest, tenant: db.image_in_use(str(digest), tenant),
             transport=registry_transport,
         )
-        volumes = VolumeService(settings, db, events)
-        networks = NetworkService(settings, db)
+        tenancy.on_remove.append(images.forget_tenant)
+        volumes = VolumeService(settings, db, events, tenancy=tenancy)
+        networks = NetworkService(settings, db, tenancy=tenancy)
         pods = PodService(
             settings,
             db,
@@ -69,6 +76,7 @@ class Services:
             config_file=config_file,
             volumes=volumes,
             network=networks,
+            tenancy=tenancy,
         )
         templates = TemplateService(settings)
         return cls(
@@ -80,17 +88,22 @@ class Services:
             volumes=volumes,
             networks=networks,
             templates=templates,
+            tenancy=tenancy,
         )
 
     async def close(self) -> None:
         await self.pods.close()
         self.events.close()
+        await self.tenancy.close()
         self.db.close()
 
-    def new_name(self) -> str:
-        return names.generate(self.pods.name_taken)
+    def new_name(self, caller: Caller) -> str:
+        """A free name in the caller's tenant, docker style."""
+        tenant = caller.writes().single()
+        return names.generate(lambda name: self.pods.name_taken(tenant, name))
 
-    async def info(self) -> dict[str, Any]:
+    async def info(self, scope: Scope) -> dict[str, Any]:
+        """The host, and the counts of the pods in ``scope``."""
         from hyper.guest.artifacts import resolve
         from hyper.vmm.accel import choose
 
@@ -114,7 +127,7 @@ class Services:
                 "error": str(exc),
             }
             accelerator_info = {"name": "unknown", "reason": str(exc)}
-        pods = self.pods.pods()
+        pods = self.pods.pods(scope)
         containers = [c for p in pods for c in p.containers]
         return {
             "version": __version__,
@@ -131,5 +144,5 @@ class Services:
                 "total": len(containers),
                 "running": sum(c.state == "running" for c in containers),
             },
-            "images": len(await asyncio.to_thread(self.images.store.list)),
+            "images": await asyncio.to_thread(self.images.count, scope),
         }

@@ -26,6 +26,8 @@ class Event:
     name: str
     attributes: dict[str, str] = field(default_factory=dict)
     time: float = field(default_factory=time.time)
+    tenant: str = ""
+    """Whose object it is: a subscriber sees only the events of its scope."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,8 +9,18 @@ pod starts (before its supervisor opens the tap), when one ends or is removed, w
 IP moves, and at hyperd's start (what a crash left behind is repaired or removed). With no
 running pod nothing of ours remains on the host.
 
-Every call takes the tenant. Until tenancy exists (issue 8) front ends pass ``"default"``, or
-the operator-only ``X-Hyper-Tenant`` header (interim, see docs/network.md).
+Every call of a front end takes the :class:`~hyper.service.caller.Caller`: lookups and listings
+are in its :meth:`~hyper.service.caller.Caller.reads` scope (an operator's ``--tenant '*'``
+lists every tenant's), changes in its :meth:`~hyper.service.caller.Caller.writes` scope (one
+tenant). Another tenant's network or floating IP is "not found", with the very message of a
+missing one. Subnets, addresses and host ports are shared by every tenant (one routing table, one
+uplink): a clash with another tenant's says "not available" and names nothing of theirs.
+
+Quotas (:mod:`hyper.tenancy.quotas`): a network is one of the tenant's ``networks`` (owner: its
+id), except the ``default`` network that a tenant's first pod makes implicitly; a floating IP is
+one of its ``fips`` (owner: the address). Charged before the object exists, given back when it
+goes. A floating IP is metered while allocated (``Kind.FIP``); :meth:`NetworkService.recover`
+repairs the ledger after a crash between a change and its event.
 """
 
 from __future__ import annotations
@@ -32,8 +42,12 @@ from hyper.model.ports import PortMap
 from hyper.network import ipam, names
 from hyper.network.host import HostNetwork
 from hyper.network.topology import Endpoint, Network, Topology
+from hyper.service.caller import Caller
+from hyper.service.tenancy import Accounts, TenancyService
 from hyper.state.db import Database, PodRecord
 from hyper.state.networks import EndpointRecord, FipRecord, NetworkRecord, NetworkStore
+from hyper.tenancy.metering import Kind
+from hyper.tenancy.principal import Scope
 
 _log = logging.getLogger(__name__)
 
@@ -43,58 +57,87 @@ _ACTIVE = ("starting", "running", "stopping")
 
 
 class NetworkService:
-    def __init__(self, settings: Settings, db: Database, host: HostNetwork | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        host: HostNetwork | None = None,
+        *,
+        tenancy: TenancyService | None = None,
+    ) -> None:
         self.settings = network_settings(settings)
         self.db = db
         self.store = NetworkStore(db)
         self.host = host or HostNetwork(self.settings)
+        self.accounts = Accounts(tenancy)
         self._lock = asyncio.Lock()  # one convergence at a time; records change under it too
 
     # ------------------------------------------------------------ networks
 
     async def create(
-        self, tenant: str, name: str, *, subnet: str = "", nat: bool = True
+        self, caller: Caller, name: str, *, subnet: str = "", nat: bool = True
     ) -> NetworkRecord:
+        """A network of the caller's tenant, one of its ``networks`` quota until removed."""
+        tenant = caller.writes().single()
         check_name(name, "network name")
         if name == NO_NETWORK:
             raise errors.InvalidArgument(f"{NO_NETWORK!r} means no network; pick another name")
         async with self._lock:
-            return await self._create(tenant, name, subnet, nat)
+            return await self._create(tenant, name, subnet, nat, charged=True)
 
-    async def _create(self, tenant: str, name: str, subnet: str, nat: bool) -> NetworkRecord:
+    async def _create(
+        self, tenant: str, name: str, subnet: str, nat: bool, *, charged: bool
+    ) -> NetworkRecord:
         if self.store.network(tenant, name) is not None:
             raise errors.AlreadyExists(f"a network named {name} exists already")
-        taken = [IPv4Network(n.subnet) for n in self.store.networks()]
+        every = self.store.networks(None)
+        taken = [IPv4Network(n.subnet) for n in every]
         if subnet:
             wanted = ipam.parse_subnet(subnet)
-            clash = next((t for t in taken if t.overlaps(wanted)), None)
-            if clash is not None:  # tenants' subnets share the host's routing table
-                raise errors.AlreadyExists(f"subnet {wanted} overlaps one in use ({clash})")
+            clash = next((n for n in every if IPv4Network(n.subnet).overlaps(wanted)), None)
+            if clash is not None and clash.tenant == tenant:
+                raise errors.AlreadyExists(
+                    f"subnet {wanted} overlaps network {clash.name} ({clash.subnet})"
+                )
+            if clash is not None:  # another tenant's: the routing table is shared, not known
+                raise errors.AlreadyExists(f"subnet {wanted} is not available")
         else:
             routed = await asyncio.to_thread(self.host.routed)
             wanted = ipam.allocate_subnet(
                 IPv4Network(self.settings.subnet_pool), self.settings.subnet_prefix, taken + routed
             )
         record = NetworkRecord(secrets.token_hex(32), tenant, name, str(wanted), nat, time.time())
-        self.store.insert_network(record)
+        reservation = self.accounts.reserve(tenant, {"networks": 1}, record.id) if charged else None
+        try:
+            self.store.insert_network(record)
+        except BaseException:
+            self.accounts.release(reservation)
+            raise
         _log.info("network %s of %s: %s", name, tenant, wanted)
         return record
 
-    def networks(self, tenant: str) -> list[dict[str, Any]]:
+    def networks(self, caller: Caller) -> list[dict[str, Any]]:
         counts: dict[str, int] = defaultdict(int)
         for ep in self.store.endpoints():
             counts[ep.network_id] += 1
-        return [self._view(net, counts[net.id]) for net in self.store.networks(tenant)]
+        scope = caller.reads()
+        return [self._view(net, counts[net.id]) for net in self.store.networks(scope.tenant)]
 
-    def network(self, tenant: str, ref: str) -> NetworkRecord:
-        found = self.store.network(tenant, ref)
+    def network(self, caller: Caller, ref: str) -> NetworkRecord:
+        return self._network(caller.reads(), ref)
+
+    def _network(self, scope: Scope, ref: str) -> NetworkRecord:
+        found = self.store.network(scope.tenant, ref)
         if found is None:
             raise errors.NotFound(f"no such network: {ref}")
         return found
 
-    def inspect(self, tenant: str, ref: str) -> dict[str, Any]:
-        net = self.network(tenant, ref)
-        pods = {p.id: p for p in self.db.pods()}
+    def inspect(self, caller: Caller, ref: str) -> dict[str, Any]:
+        net = self.network(caller, ref)
+        return self._inspect(net)
+
+    def _inspect(self, net: NetworkRecord) -> dict[str, Any]:
+        pods = {p.id: p for p in self.db.pods(net.tenant)}
         endpoints = []
         for ep in self.store.endpoints(net.id):
             pod = pods.get(ep.pod_id)
@@ -108,12 +151,16 @@ class NetworkService:
             )
         return {**self._view(net, len(endpoints)), "endpoints": endpoints}
 
-    async def remove(self, tenant: str, ref: str) -> None:
+    async def remove(self, caller: Caller, ref: str) -> None:
+        scope = caller.writes()
         async with self._lock:
-            net = self.network(tenant, ref)
+            net = self._network(scope, ref)
             if self.store.endpoints(net.id):
                 raise errors.FailedPrecondition(f"network {net.name} has pods: remove them first")
-            self.store.delete_network(net.id)
+            self.store.delete_network(net.tenant, net.id)
+            self.accounts.release_owner(
+                net.tenant, net.id
+            )  # nothing for an implicit default network
 
     def _view(self, net: NetworkRecord, endpoints: int) -> dict[str, Any]:
         subnet = IPv4Network(net.subnet)
@@ -132,7 +179,9 @@ class NetworkService:
     # ------------------------------------------------------------ a pod's endpoint
 
     async def attach(self, pod: PodRecord, tenant: str) -> EndpointRecord | None:
-        """Give a new (recorded) pod its address on the network its spec names; None: no NIC.
+        """Give a new (recorded) pod of ``tenant`` (the pod service's write scope) its address
+        on the tenant's network its spec names; None: no NIC. The tenant's ``default`` network
+        is made by its first pod, and not charged to its quota.
 
         Links must name containers on the same network (of the same tenant)."""
         wanted = str(pod.spec.get("network") or "")
@@ -141,10 +190,10 @@ class NetworkService:
         async with self._lock:
             if not wanted:
                 net = self.store.network(tenant, DEFAULT_NETWORK) or await self._create(
-                    tenant, DEFAULT_NETWORK, "", True
+                    tenant, DEFAULT_NETWORK, "", True, charged=False
                 )
             else:
-                net = self.network(tenant, wanted)
+                net = self._network(Scope(tenant), wanted)
             for link in pod.spec.get("links", []):
                 self._link_target(net, str(link).partition(":")[0])
             subnet = IPv4Network(net.subnet)
@@ -155,7 +204,7 @@ class NetworkService:
             return record
 
     def _link_target(self, net: NetworkRecord, container: str) -> EndpointRecord:
-        pods = self.db.pods()
+        pods = self.db.pods(net.tenant)
         for pod in pods:
             if container in (pod.name, *(c.name for c in pod.containers)):
                 ep = self.store.endpoint(pod.id)
@@ -172,7 +221,9 @@ class NetworkService:
         async with self._lock:
             self._check_ports(pod)
             await self._converge(also={pod.id})
-            net = next(n for n in self.store.networks() if n.id == ep.network_id)
+            net = self.store.network_by_id(ep.network_id)
+            if net is None:
+                raise errors.Internal(f"the network of pod {pod.name} is gone")
             subnet = IPv4Network(net.subnet)
             hosts = []
             for link in pod.spec.get("links", []):
@@ -191,9 +242,9 @@ class NetworkService:
 
     def _check_ports(self, pod: PodRecord) -> None:
         """A host port is published by one running pod at a time (an unbound host IP clashes
-        with every address)."""
+        with every address), of any tenant: another tenant's pod is not named."""
         mine = [PortMap.parse(p) for p in pod.spec.get("ports", [])]
-        for other in self.db.pods():
+        for other in self.db.pods(None):
             if other.id == pod.id or other.state not in _ACTIVE:
                 continue
             for theirs in (PortMap.parse(p) for p in other.spec.get("ports", [])):
@@ -201,6 +252,8 @@ class NetworkService:
                     if (port.host_port, port.protocol) != (theirs.host_port, theirs.protocol):
                         continue
                     if None in (port.host_ip, theirs.host_ip) or port.host_ip == theirs.host_ip:
+                        if other.tenant != pod.tenant:
+                            raise errors.AlreadyExists(f"host port {port} is not available")
                         raise errors.AlreadyExists(
                             f"host port {port} is published by {other.name} already"
                         )
@@ -211,45 +264,64 @@ class NetworkService:
 
     # ------------------------------------------------------------ floating IPs
 
-    async def fip_allocate(self, tenant: str) -> FipRecord:
+    async def fip_allocate(self, caller: Caller) -> FipRecord:
+        """The next free address of the pool, for the caller's tenant: one of its ``fips``
+        quota, and billed, until it is released."""
+        tenant = caller.writes().single()
         async with self._lock:
-            taken = [IPv4Address(f.address) for f in self.store.fips()]
+            taken = [IPv4Address(f.address) for f in self.store.fips(None)]
             address = ipam.allocate_fip(self.settings.fip_pool, taken)
             record = FipRecord(str(address), tenant, None, time.time())
-            self.store.insert_fip(record)
+            reservation = self.accounts.reserve(tenant, {"fips": 1}, record.address)
+            try:
+                self.store.insert_fip(record)
+            except BaseException:
+                self.accounts.release(reservation)
+                raise
+            self._meter(record)
             return record
 
-    async def fip_associate(self, tenant: str, address: str, pod: PodRecord) -> FipRecord:
+    async def fip_associate(self, caller: Caller, address: str, pod: PodRecord) -> FipRecord:
+        """Point the caller's floating IP at ``pod`` (found in the caller's write scope): a
+        pod of the floating IP's tenant, on one of its networks."""
+        scope = caller.writes()
         async with self._lock:
-            fip = self._fip(tenant, address)
+            fip = self._fip(scope.tenant, address)
+            tenant = fip.tenant
             ep = self.store.endpoint(pod.id)
             net = self.network_of(pod.id)
-            if ep is None or net is None or net.tenant != tenant:
+            if pod.tenant != tenant or ep is None or net is None or net.tenant != tenant:
                 raise errors.FailedPrecondition(f"{pod.name} has no network of this tenant")
             if fip.pod_id not in (None, pod.id):
                 raise errors.FailedPrecondition(f"{address} is associated already: disassociate")
-            if any(f.pod_id == pod.id and f.address != address for f in self.store.fips()):
+            if any(f.pod_id == pod.id and f.address != address for f in self.store.fips(tenant)):
                 raise errors.FailedPrecondition(f"{pod.name} has a floating IP already")
             self.store.set_fip_pod(tenant, fip.address, pod.id)
             await self._converge()
             return self._fip(tenant, address)
 
-    async def fip_disassociate(self, tenant: str, address: str) -> FipRecord:
+    async def fip_disassociate(self, caller: Caller, address: str) -> FipRecord:
+        scope = caller.writes()
         async with self._lock:
-            fip = self._fip(tenant, address)
-            self.store.set_fip_pod(tenant, fip.address, None)
+            fip = self._fip(scope.tenant, address)
+            self.store.set_fip_pod(fip.tenant, fip.address, None)
             await self._converge()
-            return self._fip(tenant, address)
+            return self._fip(fip.tenant, address)
 
-    async def fip_release(self, tenant: str, address: str) -> None:
+    async def fip_release(self, caller: Caller, address: str) -> None:
+        scope = caller.writes()
         async with self._lock:
-            fip = self._fip(tenant, address)
+            fip = self._fip(scope.tenant, address)
+            tenant = fip.tenant
             self.store.delete_fip(tenant, fip.address)
+            self.accounts.stop(tenant, fip.address, at=time.time())
+            self.accounts.release_owner(tenant, fip.address)
             if fip.pod_id is not None:
                 await self._converge()
 
-    def fips(self, tenant: str) -> list[dict[str, Any]]:
-        pods = {p.id: p.name for p in self.db.pods()}
+    def fips(self, caller: Caller) -> list[dict[str, Any]]:
+        scope = caller.reads()
+        pods = {p.id: p.name for p in self.db.pods(scope.tenant)}
         return [
             {
                 "address": f.address,
@@ -257,10 +329,15 @@ class NetworkService:
                 "container": pods.get(f.pod_id, "") if f.pod_id else "",
                 "created": f.created_at,
             }
-            for f in self.store.fips(tenant)
+            for f in self.store.fips(scope.tenant)
         ]
 
-    def _fip(self, tenant: str, address: str) -> FipRecord:
+    def fip(self, caller: Caller, address: str) -> dict[str, Any]:
+        """The view of one of the caller's floating IPs (as :meth:`fips` lists them)."""
+        found = self._fip(caller.reads().tenant, address)
+        return next(f for f in self.fips(caller) if f["address"] == found.address)
+
+    def _fip(self, tenant: str | None, address: str) -> FipRecord:
         ipam.parse_address(address, "floating IP")
         found = next((f for f in self.store.fips(tenant) if f.address == address), None)
         if found is None:  # another tenant's FIP is "not found" too: it is not yours to know
@@ -269,14 +346,29 @@ class NetworkService:
 
     def network_of(self, pod_id: str) -> NetworkRecord | None:
         ep = self.store.endpoint(pod_id)
-        if ep is None:
-            return None
-        return next((n for n in self.store.networks() if n.id == ep.network_id), None)
+        return None if ep is None else self.store.network_by_id(ep.network_id)
+
+    # ------------------------------------------------------------ quota and metering
+
+    def _meter(self, fip: FipRecord) -> None:
+        """A floating IP is billed from its allocation (idempotent)."""
+        self.accounts.start(fip.tenant, fip.address, Kind.FIP, fip.created_at, name=fip.address)
+
+    def _reconcile_usage(self) -> None:
+        """After a crash between a change and its ledger event: an allocated floating IP is
+        billed from its allocation (a no-op when its interval is open), and an interval still
+        open for an address released since is closed now (the last time known)."""
+        fips = {(f.tenant, f.address): f for f in self.store.fips(None)}
+        self.accounts.close_gone(Kind.FIP, lambda tenant, address: (tenant, address) in fips)
+        for fip in fips.values():
+            self._meter(fip)
 
     # ------------------------------------------------------------ the host
 
     async def recover(self) -> None:
-        """At hyperd's start: converge, but a host that cannot (no nft) still serves the rest."""
+        """At hyperd's start: repair the ledger, then converge, but a host that cannot (no
+        nft) still serves the rest."""
+        self._reconcile_usage()
         try:
             await self.converge()
         except errors.HyperError as exc:
@@ -294,8 +386,8 @@ class NetworkService:
     def topology(self, also: set[str]) -> Topology:
         """The networks of running pods (and of the pods in ``also``, about to start)."""
         prefix = self.settings.prefix
-        pods = {p.id: p for p in self.db.pods()}
-        fips = {f.pod_id: IPv4Address(f.address) for f in self.store.fips() if f.pod_id}
+        pods = {p.id: p for p in self.db.pods(None)}
+        fips = {f.pod_id: IPv4Address(f.address) for f in self.store.fips(None) if f.pod_id}
         endpoints: dict[str, list[Endpoint]] = defaultdict(list)
         for ep in self.store.endpoints():
             pod = pods.get(ep.pod_id)
@@ -313,7 +405,7 @@ class NetworkService:
                 )
             )
         networks = []
-        for net in self.store.networks():
+        for net in self.store.networks(None):
             if endpoints.get(net.id):
                 subnet = IPv4Network(net.subnet)
                 networks.append(

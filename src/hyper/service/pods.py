@@ -37,18 +37,22 @@ from hyper import errors
 from hyper.agent.client import Process
 from hyper.config import Settings
 from hyper.images.store import ImageStore
-from hyper.model.pod import PodSpec, check_name
+from hyper.model.pod import PodSpec, check_name, parse_memory
 from hyper.model.restart import RestartPolicy
 from hyper.sandbox.rundir import sweep
 from hyper.service import names
 from hyper.service.caller import Caller
 from hyper.service.events import Event, EventBus
 from hyper.service.networks import NetworkService
+from hyper.service.tenancy import Accounts, TenancyService
 from hyper.service.volumes import VolumeService
 from hyper.shim import launch
 from hyper.shim import logs as logfiles
 from hyper.shim.client import ShimClient
 from hyper.state.db import ContainerRecord, Database, PodRecord
+from hyper.tenancy.metering import Kind
+from hyper.tenancy.principal import Scope
+from hyper.tenancy.quotas import Reservation
 
 _log = logging.getLogger(__name__)
 
@@ -79,8 +83,10 @@ class PodService:
         config_file: Path | None,
         volumes: VolumeService | None = None,
         network: NetworkService | None = None,
+        tenancy: TenancyService | None = None,
     ) -> None:
         self.settings = settings
+        self.accounts = Accounts(tenancy)
         self.volumes = volumes
         if volumes is not None:
             volumes.wait_ending = self.wait_ending
@@ -111,7 +117,7 @@ class PodService:
         """Re-attach to the supervisors still alive; settle the pods whose supervisor died."""
         await asyncio.to_thread(sweep, self.settings.paths.pods)
         known = set()
-        for pod in self.db.pods():
+        for pod in self.db.pods(None):
             known.add(pod.id)
             if pod.state not in ACTIVE:
                 continue
@@ -121,10 +127,12 @@ class PodService:
                 _log.info("re-attaching to pod %s (supervisor %d)", pod.name, pid)
                 live = _Live(pid=pid)
                 self._live[pod.id] = live
+                self._meter(pod)  # in case the last hyperd died before it could
                 live.watcher = asyncio.create_task(self._watch(pod.id, live))
             else:
                 _log.info("pod %s ended while hyperd was down", pod.name)
                 self._settle(pod, status, SUPERVISOR_DIED)
+        self._reconcile_usage()
         for leftover in self.states_dir.glob("*") if self.states_dir.exists() else ():
             if leftover.name not in known:
                 await self._remove_orphan(leftover)
@@ -156,19 +164,26 @@ class PodService:
 
     # ------------------------------------------------------------ lookups
 
-    def pods(self) -> list[PodRecord]:
-        return self.db.pods()
+    # Every lookup a front end makes takes the caller's scope (Caller.reads or .writes): the
+    # pods of another tenant are not in the answer, so they are "not found" like missing ones.
 
-    def pod(self, ref: str) -> PodRecord:
+    def pods(self, scope: Scope) -> list[PodRecord]:
+        return self.db.pods(scope.tenant)
+
+    def pod(self, scope: Scope, ref: str) -> PodRecord:
         return names.find(
-            self.db.pods(), ref, id_of=lambda p: p.id, name_of=lambda p: p.name, what="pod"
+            self.db.pods(scope.tenant),
+            ref,
+            id_of=lambda p: p.id,
+            name_of=lambda p: p.name,
+            what="pod",
         )
 
-    def containers(self) -> list[ContainerRecord]:
-        return [c for pod in self.db.pods() for c in pod.containers]
+    def containers(self, scope: Scope) -> list[ContainerRecord]:
+        return [c for pod in self.db.pods(scope.tenant) for c in pod.containers]
 
-    def container(self, ref: str) -> tuple[PodRecord, ContainerRecord]:
-        pods = self.db.pods()
+    def container(self, scope: Scope, ref: str) -> tuple[PodRecord, ContainerRecord]:
+        pods = self.db.pods(scope.tenant)
         found = names.find(
             (c for pod in pods for c in pod.containers),
             ref,
@@ -180,7 +195,7 @@ class PodService:
         return pod, found
 
     def _fresh(self, pod_id: str) -> PodRecord:
-        pod = self.db.pod(pod_id)
+        pod = self.db.pod(pod_id, None)
         if pod is None:
             raise errors.NotFound(f"no such pod: {pod_id}")
         return pod
@@ -196,8 +211,11 @@ class PodService:
         auto_remove: bool = False,
         caller: Caller | None = None,
     ) -> PodRecord:
-        """Record a new pod; its images must exist. Nothing runs until :meth:`start`.
-        Its volumes are found (or made) in the caller's tenant (see :mod:`.volumes`)."""
+        """Record a new pod in the caller's tenant; its images must exist. Nothing runs until
+        :meth:`start`. Its volumes are found (or made) in that tenant (see :mod:`.volumes`), and
+        the tenant's quota is charged for it (pods, vCPUs, memory) until it is removed."""
+        caller = caller or Caller()
+        tenant = caller.writes().single()
         restart = restart or RestartPolicy()
         if labels:  # the pod's supervisor reads them from the spec (e.g. hyper.boot=cold)
             spec = replace(spec, labels={**spec.labels, **labels})
@@ -205,7 +223,7 @@ class PodService:
             raise errors.InvalidArgument("--rm and a restart policy cannot be combined")
         image_ids = {}
         for container in spec.containers:
-            image = await asyncio.to_thread(self.images.resolve, container.image)
+            image = await asyncio.to_thread(self.images.tenant(tenant).resolve, container.image)
             image_ids[container.name] = str(image.digest)
         now = time.time()
         pod = PodRecord(
@@ -215,6 +233,7 @@ class PodService:
             restart=restart.to_dict(),
             labels=dict(labels or {}),
             auto_remove=auto_remove,
+            tenant=tenant,
             created_at=now,
         )
         for container in spec.containers:
@@ -233,19 +252,24 @@ class PodService:
                     created_at=now,
                 )
             )
+        reservation = self._reserve(pod)
         volumes = self.volumes
-        refs = await volumes.prepare(caller or Caller(), pod.id, spec) if volumes else []
+        try:
+            refs = await volumes.prepare(caller, pod.id, spec) if volumes else []
+        except BaseException:
+            self.accounts.release(reservation)
+            raise
         try:
             self.db.insert_pod(pod)
             if volumes:
                 volumes.bind(refs)
             if self.network:  # its address on its network, released with the pod
-                await self.network.attach(pod, (caller or Caller()).tenant)
+                await self.network.attach(pod, tenant)
         except BaseException:
-            if volumes or self.network:
-                self.db.delete_pod(pod.id)
+            self.db.delete_pod(pod.id)
             if volumes:
                 await volumes.release(pod.id)
+            self.accounts.release(reservation)
             raise
         self._publish(pod, "create")
         return pod
@@ -261,7 +285,7 @@ class PodService:
             self._pins[pod_id] -= 1
             if not self._pins[pod_id]:
                 del self._pins[pod_id]
-                pod = self.db.pod(pod_id)
+                pod = self.db.pod(pod_id, None)
                 if pod is not None and pod.state in FINAL and pod_id not in self._live:
                     await self._auto_remove(pod)
 
@@ -269,8 +293,8 @@ class PodService:
         if pod.auto_remove and not self._pins.get(pod.id) and pod.started_at is not None:
             await self._forget(pod)
 
-    def name_taken(self, name: str) -> bool:
-        return any(p.name == name for p in self.db.pods())
+    def name_taken(self, tenant: str, name: str) -> bool:
+        return any(p.name == name for p in self.db.pods(tenant))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -302,6 +326,7 @@ class PodService:
                     "max_files": self.settings.daemon.log_max_files,
                 },
                 "volumes": [v.to_dict() for v in volumes],
+                "images": {c.local_name: c.image_id for c in pod.containers if c.image_id},
             },
         )
         pod.state, pod.error, pod.started_at, pod.finished_at = "starting", "", time.time(), None
@@ -309,7 +334,7 @@ class PodService:
         for container in pod.containers:
             container.state, container.exit_code, container.signal = "created", None, 0
             container.error, container.finished_at = "", None
-        self.db.update_pod(pod)
+        self._save(pod)
         try:
             attachment = await self.network.prepare(pod) if self.network else None
             if attachment is not None:  # the tap exists now; the supervisor's QEMU opens it
@@ -324,7 +349,7 @@ class PodService:
                 container.state, container.exit_code = "exited", status
                 container.error, container.finished_at = str(exc), time.time()
             pod.state, pod.error, pod.finished_at = "exited", str(exc), time.time()
-            self.db.update_pod(pod)
+            self._save(pod)
             self._publish(pod, "die", exitCode=str(status))
             await self._network_changed()
             await self._notify()
@@ -336,7 +361,7 @@ class PodService:
         pod.state = "running"
         for container in pod.containers:
             container.state, container.started_at = "running", pod.started_at
-        self.db.update_pod(pod)
+        self._save(pod)
         self._publish(pod, "start")
         live.watcher = asyncio.create_task(self._watch(pod.id, live), name=f"watch-{pod.name}")
         await self._notify()
@@ -353,7 +378,7 @@ class PodService:
         ending = [
             other
             for other in pod_ids
-            if (pod := self.db.pod(other)) is not None
+            if (pod := self.db.pod(other, None)) is not None
             and pod.state in ACTIVE
             and (pod.state == "stopping" or all(c.state == "exited" for c in pod.containers))
         ]
@@ -366,7 +391,7 @@ class PodService:
         async def settled() -> None:
             async with self._changed:
                 while any(
-                    (pod := self.db.pod(pod_id)) is not None and pod.state in ACTIVE
+                    (pod := self.db.pod(pod_id, None)) is not None and pod.state in ACTIVE
                     for pod_id in pod_ids
                 ):
                     await self._changed.wait()
@@ -384,7 +409,7 @@ class PodService:
             grace = self.settings.container.stop_timeout if timeout is None else timeout
             self._publish(pod, "stop")
             await self._stop_live(pod, live, grace)
-            return self._fresh(pod_id) if self.db.pod(pod_id) else pod
+            return self._fresh(pod_id) if self.db.pod(pod_id, None) else pod
 
     async def _stop_live(self, pod: PodRecord, live: _Live, grace: float) -> None:
         try:
@@ -429,11 +454,14 @@ class PodService:
                         f"{pod.name} is running: stop it first, or remove it with -f"
                     )
                 await self._stop_live(pod, live, 0.0)
-            await self._forget(self.db.pod(pod_id) or pod)
+            await self._forget(self.db.pod(pod_id, None) or pod)
 
     async def _forget(self, pod: PodRecord) -> None:
-        if self.db.pod(pod.id) is None:
+        if self.db.pod(pod.id, None) is None:
             return
+        # billed up to its end (or now), then its quota is free
+        self.accounts.stop(pod.tenant, pod.id, at=pod.finished_at or time.time())
+        self.accounts.release_owner(pod.tenant, pod.id)
         self.db.delete_pod(pod.id)  # its network endpoint (address) goes with it
         if self.volumes:
             await self.volumes.release(pod.id)  # its anonymous volumes
@@ -468,7 +496,7 @@ class PodService:
 
     def _find_container(self, container_id: str) -> tuple[PodRecord | None, ContainerRecord | None]:
         """By id, with one indexed query: every waiter looks again at every change."""
-        pod = self.db.pod_of_container(container_id)
+        pod = self.db.pod_of_container(container_id, None)
         if pod is None:
             return None, None
         return pod, next(c for c in pod.containers if c.id == container_id)
@@ -563,7 +591,9 @@ class PodService:
         """A run that ended before a client could attach to it (a quick ``hyper run``): its
         logged output from ``since`` (the run's start) and its final record."""
         done = await self.wait(container_id)
-        _, record = self.container(container_id)
+        _, record = self._find_container(container_id)
+        if record is None:
+            raise errors.NotFound(f"no such container: {container_id}")
         entries = await asyncio.to_thread(self.logs, record, since=since)
         return entries, done
 
@@ -621,7 +651,7 @@ class PodService:
         """Follow a pod's status until its supervisor ends, then settle the pod."""
         try:
             version = -1
-            pod = self.db.pod(pod_id)
+            pod = self.db.pod(pod_id, None)
             if pod is not None:
                 version = pod.status_version
             while True:
@@ -643,7 +673,7 @@ class PodService:
                 if status.get("pod", {}).get("state") in ("exited", "failed"):
                     break
             await self._reap(live)
-            pod = self.db.pod(pod_id)
+            pod = self.db.pod(pod_id, None)
             if pod is not None:
                 self._settle(pod, _read_status(self.state_dir(pod_id)), SUPERVISOR_DIED)
                 await self._network_changed()
@@ -670,12 +700,12 @@ class PodService:
 
     def _apply(self, pod_id: str, status: dict[str, Any]) -> bool:
         """Record a supervisor's status; publish what changed. True if anything did."""
-        pod = self.db.pod(pod_id)
+        pod = self.db.pod(pod_id, None)
         if pod is None:
             return False
         before = {c.id: (c.state, c.restart_count) for c in pod.containers}
         _merge_status(pod, status)
-        self.db.update_pod(pod)
+        self._save(pod)
         for container in pod.containers:
             old_state, old_restarts = before[container.id]
             if container.restart_count > old_restarts:
@@ -703,7 +733,53 @@ class PodService:
             pod.state, pod.error = "failed", pod.error or reason
         pod.finished_at = pod.finished_at or now
         pod.shim_pid = pod.vm_pid = None
+        self._save(pod)
+
+    # ------------------------------------------------------------ quota and metering
+
+    def _shape(self, pod: PodRecord) -> tuple[int, int]:
+        """The pod's vCPUs and MiB of memory: its spec's, else the host's defaults."""
+        memory = pod.spec.get("memory")
+        return (
+            int(pod.spec.get("cpus") or self.settings.vm.cpus),
+            parse_memory(memory) if memory else self.settings.vm.memory_mb,
+        )
+
+    def _reserve(self, pod: PodRecord) -> Reservation | None:
+        cpus, memory_mb = self._shape(pod)
+        return self.accounts.reserve(
+            pod.tenant, {"pods": 1, "vcpus": cpus, "memory_mb": memory_mb}, owner=pod.id
+        )
+
+    def _save(self, pod: PodRecord) -> None:
+        """Record the pod's state, and what it consumes: from the moment its VM started to
+        boot (``started_at``) to the moment it powered off (``finished_at``), as the pod's
+        supervisor saw them, so a restart of hyperd in between changes nothing."""
         self.db.update_pod(pod)
+        self._meter(pod)
+
+    def _meter(self, pod: PodRecord) -> None:
+        if pod.started_at is None:
+            return
+        if pod.state in ("running", "stopping"):
+            cpus, memory_mb = self._shape(pod)
+            self.accounts.start(
+                pod.tenant,
+                pod.id,
+                Kind.POD,
+                pod.started_at,
+                vcpus=cpus,
+                memory_mb=memory_mb,
+                name=pod.name,
+            )
+        elif pod.state in FINAL:
+            self.accounts.stop(pod.tenant, pod.id, at=pod.finished_at or time.time())
+
+    def _reconcile_usage(self) -> None:
+        """After a restart: close what the ledger still bills for pods that are gone."""
+        self.accounts.close_gone(
+            Kind.POD, lambda tenant, pod_id: self.db.pod(pod_id, tenant) is not None
+        )
 
     # ------------------------------------------------------------ helpers
 
@@ -735,10 +811,13 @@ class PodService:
                     record.id if record else "",
                     container,
                     {"pod": pod.name, **attributes},
+                    tenant=pod.tenant,
                 )
             )
         else:
-            self.events.publish(Event("pod", action, pod.id, pod.name, attributes))
+            self.events.publish(
+                Event("pod", action, pod.id, pod.name, attributes, tenant=pod.tenant)
+            )
 
 
 def _merge_status(pod: PodRecord, status: dict[str, Any]) -> None:

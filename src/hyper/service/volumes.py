@@ -1,8 +1,16 @@
 """Volumes and snapshots, as every front end manages them; and what a pod's start needs of them.
 
-Every call takes the caller's tenant (:class:`Caller`): a tenant sees only its own volumes and
-snapshots, and another tenant's is simply "not found". Until tenancy exists (issue 8) every
-caller is the default tenant and the host's operator.
+Every call takes the :class:`Caller`: lookups and listings are in :meth:`Caller.reads` (any
+role of the tenant; an operator's ``--tenant '*'`` lists every tenant's), changes in
+:meth:`Caller.writes` (an admin's or the operator's, in one tenant). A tenant sees only its own
+volumes and snapshots; another tenant's is "not found", with the very message of a missing one.
+Names are unique per tenant.
+
+What a tenant holds is charged to its quota (:mod:`hyper.tenancy.quotas`) before it exists and
+given back when it goes, each charge owned by its object: ``volume_bytes`` (the volume's size,
+anonymous volumes included) and ``snapshots``. A volume is metered from its creation to its
+removal (:mod:`hyper.tenancy.ledger`, ``Kind.VOLUME``); :meth:`VolumeService.recover` repairs
+the ledger after a crash between a change and its event.
 
 Who uses a volume is not a counter kept here but a fact in the database: a pod that mounts a
 volume references it (``pod_volumes``, written with the pod, gone with it), and a pod holds its
@@ -20,7 +28,7 @@ the only behaviour so that nothing leaks); at start-up, :meth:`VolumeService.rec
 those whose pod is gone and volume files that have no record (a crash between the two).
 
 Host directories (``-v /host:/data``) are for the host's operator only: :func:`check_host_bind`
-is the one place that decides, for the tenancy work to tighten.
+is the one place that decides (:attr:`Caller.is_operator`).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from hyper import errors
 from hyper.config import Settings
@@ -40,9 +48,12 @@ from hyper.model.pod import PodSpec, check_name, pod_from_dict
 from hyper.service import names
 from hyper.service.caller import Caller
 from hyper.service.events import Event, EventBus
+from hyper.service.tenancy import Accounts, TenancyService
 from hyper.shim.client import ShimClient
 from hyper.state.db import Database
 from hyper.state.volumes import PodVolumeRecord, SnapshotRecord, VolumeRecord, VolumeTables
+from hyper.tenancy.metering import Kind
+from hyper.tenancy.principal import Scope
 from hyper.volumes import Attachment, Consistency, LocalDriver, VolumeDriver, disk_id, parse_size
 from hyper.volumes.driver import DEFAULT_SIZE
 
@@ -50,9 +61,21 @@ _log = logging.getLogger(__name__)
 ACTIVE = ("starting", "running", "stopping")
 
 
+class _Named(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+
+
+N = TypeVar("N", bound=_Named)
+
+
 def check_host_bind(caller: Caller, mount: Mount) -> None:
     """The one place that decides whether a caller may mount a host directory."""
-    if not caller.operator:
+    if not caller.is_operator:
         raise errors.PermissionDenied(
             f"only the host's operator may mount a host directory ({mount.source})"
         )
@@ -65,9 +88,12 @@ class VolumeService:
         db: Database,
         events: EventBus,
         driver: VolumeDriver | None = None,
+        *,
+        tenancy: TenancyService | None = None,
     ) -> None:
         self.settings = settings
         self.tables = VolumeTables(db)
+        self.accounts = Accounts(tenancy)
         self.events = events
         self.driver: VolumeDriver = driver or LocalDriver(settings.paths.state_dir / "volumes")
         self._lock = asyncio.Lock()  # one change of volumes or snapshots at a time
@@ -75,29 +101,44 @@ class VolumeService:
         """Set by the pod service: waits for those of the pods that are powering off."""
 
     async def recover(self) -> None:
-        """Remove anonymous volumes whose pod is gone, and files without a record."""
+        """Remove anonymous volumes whose pod is gone, and files without a record; then make
+        the ledger agree with the volumes that exist."""
         for volume in self.tables.orphans():
             _log.info("removing anonymous volume %s of a removed pod", volume.name)
             await self._destroy(volume)
-        known = {v.id for v in self.tables.all_volumes()}
+        known = {v.id for v in self.tables.volumes(None)}
         for volume_id in self.driver.volume_ids():
             if volume_id not in known:
                 _log.warning("removing volume %s, which has no record", volume_id[:12])
                 await self.driver.remove(volume_id)
+        self._reconcile_usage()
+
+    def _reconcile_usage(self) -> None:
+        """After a crash between a change and its ledger event: a volume that exists is billed
+        from its creation (a no-op when its interval is open), and an interval still open for
+        a volume that is gone is closed now (the last time known)."""
+        volumes = {(v.tenant, v.id): v for v in self.tables.volumes(None)}
+        self.accounts.close_gone(Kind.VOLUME, lambda tenant, id_: (tenant, id_) in volumes)
+        for volume in volumes.values():
+            self._meter(volume)
 
     # ------------------------------------------------------------ volumes
 
     def volumes(self, caller: Caller) -> list[VolumeRecord]:
-        return self.tables.volumes(caller.tenant)
+        return self.tables.volumes(caller.reads().tenant)
 
     def volume(self, caller: Caller, ref: str) -> VolumeRecord:
-        return names.find(
-            self.tables.volumes(caller.tenant),
-            ref,
-            id_of=lambda v: v.id,
-            name_of=lambda v: v.name,
-            what="volume",
-        )
+        return self._volume(caller.reads(), ref)
+
+    def _volume(self, scope: Scope, ref: str) -> VolumeRecord:
+        return _find(self.tables.volumes(scope.tenant), ref, "volume")
+
+    def snapshots_of(self, volume: VolumeRecord) -> list[SnapshotRecord]:
+        return self.tables.snapshots(volume.tenant, volume.id)
+
+    def volume_of(self, snapshot: SnapshotRecord) -> VolumeRecord | None:
+        volumes = self.tables.volumes(snapshot.tenant)
+        return next((v for v in volumes if v.id == snapshot.volume_id), None)
 
     async def create(
         self,
@@ -108,50 +149,72 @@ class VolumeService:
         from_snapshot: str | None = None,
         owner_pod: str = "",
     ) -> VolumeRecord:
-        """A new volume: empty and formatted (ext4), or a copy of a snapshot (its size)."""
+        """A new volume: empty and formatted (ext4), or a copy of a snapshot (its size), in
+        the caller's tenant, whose quota pays for its size before it is made."""
+        scope = caller.writes()
+        tenant = scope.single()
         volume_id = secrets.token_hex(32)
-        if name is None:
-            taken = {v.name for v in self.tables.volumes(caller.tenant)}
-            name = f"anon-{volume_id[:16]}" if owner_pod else names.generate(taken.__contains__)
-        check_name(name, "volume name")
-        record = VolumeRecord(
-            id=volume_id,
-            tenant=caller.tenant,
-            name=name,
-            driver=self.driver.name,
-            size=parse_size(size if size is not None else DEFAULT_SIZE),
-            owner_pod=owner_pod,
-            created_at=time.time(),
-        )
         async with self._lock:
-            if any(v.name == name for v in self.tables.volumes(caller.tenant)):
+            taken = {v.name for v in self.tables.volumes(tenant)}
+            if name is None:
+                name = f"anon-{volume_id[:16]}" if owner_pod else names.generate(taken.__contains__)
+            check_name(name, "volume name")
+            if name in taken:
                 raise errors.AlreadyExists(f"a volume named {name} exists already")
+            snapshot = None
             if from_snapshot is not None:
-                snapshot = self.snapshot(caller, from_snapshot)
+                snapshot = self._snapshot(scope, from_snapshot)
                 if size is not None:
                     raise errors.InvalidArgument("a volume from a snapshot has the snapshot's size")
-                record.source_snapshot = snapshot.id
-                record.size = await self.driver.create_from_snapshot(
-                    volume_id, snapshot.volume_id, snapshot.id
-                )
+                wanted = snapshot.size
             else:
-                await self.driver.create(volume_id, record.size)
+                wanted = parse_size(DEFAULT_SIZE if size is None else size)
+            record = VolumeRecord(
+                id=volume_id,
+                tenant=tenant,
+                name=name,
+                driver=self.driver.name,
+                size=wanted,
+                owner_pod=owner_pod,
+                source_snapshot=snapshot.id if snapshot else "",
+                created_at=time.time(),
+            )
+            reservation = self.accounts.reserve(
+                tenant, {"volume_bytes": record.size}, owner=volume_id
+            )
             try:
-                self.tables.insert_volume(record)
+                if snapshot is not None:
+                    record.size = await self.driver.create_from_snapshot(
+                        volume_id, snapshot.volume_id, snapshot.id
+                    )
+                else:
+                    await self.driver.create(volume_id, record.size)
+                try:
+                    if record.size != wanted:  # the copy's real size: charge all of it
+                        self.accounts.release(reservation)
+                        reservation = self.accounts.reserve(
+                            tenant, {"volume_bytes": record.size}, owner=volume_id
+                        )
+                    self.tables.insert_volume(record)
+                except BaseException:
+                    await self.driver.remove(volume_id)
+                    raise
             except BaseException:
-                await self.driver.remove(volume_id)
+                self.accounts.release(reservation)
                 raise
-        self._publish("volume", "create", record.id, record.name)
+            self._meter(record)
+        self._publish("volume", "create", record, record.name)
         return record
 
     async def remove(self, caller: Caller, ref: str) -> None:
+        scope = caller.writes()
         async with self._lock:
-            volume = self.volume(caller, ref)
+            volume = self._volume(scope, ref)
             users = self.tables.users(volume.id)
             if users:
                 pods = ", ".join(sorted({pod for _, pod, _ in users}))
                 raise errors.FailedPrecondition(f"volume {volume.name} is in use by pod {pods}")
-            snapshots = self.tables.snapshots(caller.tenant, volume.id)
+            snapshots = self.tables.snapshots(volume.tenant, volume.id)
             if snapshots:
                 raise errors.FailedPrecondition(
                     f"volume {volume.name} has {len(snapshots)} snapshot(s): remove them first"
@@ -159,11 +222,16 @@ class VolumeService:
             await self._destroy(volume)
 
     async def _destroy(self, volume: VolumeRecord) -> None:
+        """Remove a volume (and the records of its snapshots, which its file holds): its
+        usage stops and its quota is free once the record is gone."""
         for snapshot in self.tables.snapshots(volume.tenant, volume.id):
             self.tables.delete_snapshot(volume.tenant, snapshot.id)
+            self.accounts.release_owner(volume.tenant, snapshot.id)
         self.tables.delete_volume(volume.tenant, volume.id)
+        self.accounts.stop(volume.tenant, volume.id, at=time.time())
+        self.accounts.release_owner(volume.tenant, volume.id)
         await self.driver.remove(volume.id)
-        self._publish("volume", "destroy", volume.id, volume.name)
+        self._publish("volume", "destroy", volume, volume.name)
 
     def users(self, volume: VolumeRecord) -> list[dict[str, Any]]:
         return [
@@ -183,58 +251,66 @@ class VolumeService:
     # ------------------------------------------------------------ snapshots
 
     def snapshots(self, caller: Caller, volume_ref: str | None = None) -> list[SnapshotRecord]:
-        volume_id = self.volume(caller, volume_ref).id if volume_ref else None
-        return self.tables.snapshots(caller.tenant, volume_id)
+        scope = caller.reads()
+        if volume_ref:
+            return self.snapshots_of(self._volume(scope, volume_ref))
+        return self.tables.snapshots(scope.tenant)
 
     def snapshot(self, caller: Caller, ref: str) -> SnapshotRecord:
-        return names.find(
-            self.tables.snapshots(caller.tenant),
-            ref,
-            id_of=lambda s: s.id,
-            name_of=lambda s: s.name,
-            what="snapshot",
-        )
+        return self._snapshot(caller.reads(), ref)
+
+    def _snapshot(self, scope: Scope, ref: str) -> SnapshotRecord:
+        return _find(self.tables.snapshots(scope.tenant), ref, "snapshot")
 
     async def create_snapshot(
         self, caller: Caller, volume_ref: str, *, name: str | None = None
     ) -> SnapshotRecord:
         """Snapshot a volume: live if a running pod has it attached read-write (application-
-        or crash-consistent, as the record says), else offline (``clean``)."""
+        or crash-consistent, as the record says), else offline (``clean``). One of the
+        tenant's ``snapshots`` quota until it is removed."""
+        scope = caller.writes()
+        tenant = scope.single()
         async with self._lock:
-            volume = self.volume(caller, volume_ref)
-            taken = {s.name for s in self.tables.snapshots(caller.tenant)}
+            volume = self._volume(scope, volume_ref)
+            taken = {s.name for s in self.tables.snapshots(tenant)}
             name = name or names.generate(taken.__contains__)
             check_name(name, "snapshot name")
             if name in taken:
                 raise errors.AlreadyExists(f"a snapshot named {name} exists already")
             snapshot_id = secrets.token_hex(32)
-            live = await self._settled_user(volume)
-            if live is None:
-                await self.driver.snapshot(volume.id, snapshot_id)
-                consistency = Consistency.CLEAN.value
-            else:
-                client = await self._connect(live)
-                try:
-                    consistency = await client.volume_snapshot(disk_id(volume.id), snapshot_id)
-                finally:
-                    await client.close()
-            record = SnapshotRecord(
-                id=snapshot_id,
-                tenant=caller.tenant,
-                name=name,
-                volume_id=volume.id,
-                size=volume.size,
-                consistency=consistency,
-                created_at=time.time(),
-            )
-            self.tables.insert_snapshot(record)
-        self._publish("snapshot", "create", record.id, record.name, volume=volume.name)
+            reservation = self.accounts.reserve(tenant, {"snapshots": 1}, owner=snapshot_id)
+            try:
+                live = await self._settled_user(volume)
+                if live is None:
+                    await self.driver.snapshot(volume.id, snapshot_id)
+                    consistency = Consistency.CLEAN.value
+                else:
+                    client = await self._connect(live)
+                    try:
+                        consistency = await client.volume_snapshot(disk_id(volume.id), snapshot_id)
+                    finally:
+                        await client.close()
+                record = SnapshotRecord(
+                    id=snapshot_id,
+                    tenant=tenant,
+                    name=name,
+                    volume_id=volume.id,
+                    size=volume.size,
+                    consistency=consistency,
+                    created_at=time.time(),
+                )
+                self.tables.insert_snapshot(record)
+            except BaseException:
+                self.accounts.release(reservation)
+                raise
+        self._publish("snapshot", "create", record, record.name, volume=volume.name)
         return record
 
     async def remove_snapshot(self, caller: Caller, ref: str) -> None:
+        scope = caller.writes()
         async with self._lock:
-            snapshot = self.snapshot(caller, ref)
-            volume = self.volume(caller, snapshot.volume_id)
+            snapshot = self._snapshot(scope, ref)
+            volume = self._volume(scope, snapshot.volume_id)
             live = await self._settled_user(volume)
             if live is None:
                 await self.driver.remove_snapshot(volume.id, snapshot.id)
@@ -244,8 +320,9 @@ class VolumeService:
                     await client.volume_snapshot(disk_id(volume.id), snapshot.id, delete=True)
                 finally:
                     await client.close()
-            self.tables.delete_snapshot(caller.tenant, snapshot.id)
-        self._publish("snapshot", "destroy", snapshot.id, snapshot.name)
+            self.tables.delete_snapshot(snapshot.tenant, snapshot.id)
+            self.accounts.release_owner(snapshot.tenant, snapshot.id)
+        self._publish("snapshot", "destroy", snapshot, snapshot.name)
 
     async def _settled_user(self, volume: VolumeRecord) -> str | None:
         """The live user once the pods that are powering off are gone (a live snapshot
@@ -303,8 +380,9 @@ class VolumeService:
         return refs
 
     async def _named(self, caller: Caller, name: str) -> VolumeRecord:
+        """The caller's volume ``name``, made if it has none (another tenant's is not seen)."""
         with contextlib.suppress(errors.NotFound):
-            found = self.volume(caller, name)
+            found = self._volume(Scope(caller.writes().single()), name)
             if found.name == name:
                 return found
         return await self.create(caller, name=name)
@@ -358,8 +436,31 @@ class VolumeService:
             for volume in self.tables.owned_by(pod_id):
                 await self._destroy(volume)
 
-    def _publish(self, kind: str, action: str, object_id: str, name: str, **attrs: str) -> None:
-        self.events.publish(Event(kind, action, object_id, name, dict(attrs)))
+    # ------------------------------------------------------------ quota and metering
+
+    def _meter(self, volume: VolumeRecord) -> None:
+        """The volume is billed from its creation, for its size (idempotent)."""
+        self.accounts.start(
+            volume.tenant,
+            volume.id,
+            Kind.VOLUME,
+            volume.created_at,
+            size=volume.size,
+            name=volume.name,
+        )
+
+    def _publish(self, kind: str, action: str, record: _Named, name: str, **attrs: str) -> None:
+        self.events.publish(Event(kind, action, record.id, name, dict(attrs), tenant=record.tenant))
+
+
+def _find(records: Sequence[N], ref: str, what: str) -> N:
+    """The record named ``ref`` or whose id is (or starts with) ``ref``. In an operator's
+    every-tenant scope one name may be several tenants': ambiguous rather than a guess."""
+    if len({r.tenant for r in records if r.name == ref}) > 1:
+        raise errors.InvalidArgument(
+            f"{what}s of several tenants are named {ref}: give the id, or one tenant"
+        )
+    return names.find(records, ref, id_of=lambda r: r.id, name_of=lambda r: r.name, what=what)
 
 
 def _host_dirs(spec: PodSpec | None) -> list[Attachment]:

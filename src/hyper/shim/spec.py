@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from hyper.errors import InvalidArgument
+from hyper.images.digest import Digest
 from hyper.model.pod import PodSpec, pod_from_dict
 from hyper.model.restart import RestartPolicy
 from hyper.sandbox.nic import NetworkAttachment
@@ -43,6 +44,9 @@ class ShimSpec:
     log: LogOptions = field(default_factory=LogOptions)
     volumes: tuple[Attachment, ...] = ()
     network: NetworkAttachment | None = None
+    images: dict[str, Digest] = field(default_factory=dict)
+    """Container name -> the manifest digest its image had when the pod was created: the pod
+    runs exactly those (an image name means something only within the pod's tenant)."""
 
     def to_dict(self) -> dict[str, Any]:
         network = {"network": self.network.to_dict()} if self.network else {}
@@ -54,6 +58,7 @@ class ShimSpec:
             "console": {"rows": self.rows, "cols": self.cols},
             "log": {"max_bytes": self.log.max_bytes, "max_files": self.log.max_files},
             "volumes": [v.to_dict() for v in self.volumes],
+            "images": {name: str(digest) for name, digest in self.images.items()},
         }
 
     @classmethod
@@ -81,6 +86,7 @@ class ShimSpec:
             ),
             volumes=_volumes(data.get("volumes", [])),
             network=(NetworkAttachment.from_dict(data["network"]) if data.get("network") else None),
+            images=_images(data.get("images", {}), pod),
         )
 
 
@@ -88,6 +94,18 @@ def _volumes(data: Any) -> tuple[Attachment, ...]:
     if not isinstance(data, list):
         raise InvalidArgument(f"{SPEC_NAME}: volumes must be a list")
     return tuple(Attachment.from_dict(item) for item in data)
+
+
+def _images(data: Any, pod: PodSpec) -> dict[str, Digest]:
+    if not isinstance(data, dict):
+        raise InvalidArgument(f"{SPEC_NAME}: images must be an object")
+    names = {c.name for c in pod.containers}
+    found = {}
+    for name, digest in data.items():
+        if name not in names or not isinstance(digest, str):
+            raise InvalidArgument(f"{SPEC_NAME}: images names a container the pod has not")
+        found[name] = Digest.parse(digest)
+    return found
 
 
 def _int(data: dict[str, Any], key: str, default: int, low: int, high: int) -> int:

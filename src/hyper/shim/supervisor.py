@@ -178,7 +178,11 @@ class Supervisor:
     async def _boot(self) -> None:
         runtime = await open_runtime(self.settings, sweep=False)
         self.pod = runtime.new_pod(
-            self.spec.pod, pod_id=self.spec.id, volumes=self.spec.volumes, network=self.spec.network
+            self.spec.pod,
+            pod_id=self.spec.id,
+            volumes=self.spec.volumes,
+            network=self.spec.network,
+            image_digests=self.spec.images,
         )
         await self.pod.start()
         self._status.vm_pid = self.pod.vm_pid

@@ -23,7 +23,7 @@ from typing import Any
 from hyper import errors
 from hyper.state import volumes
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE pods (
     id            TEXT PRIMARY KEY,
@@ -89,6 +89,59 @@ CREATE TABLE fips (
 """,
     # 3: volumes, their snapshots, and which pod mounts which volume (hyper.state.volumes)
     3: volumes.SCHEMA,
+    # 4: pods and containers belong to a tenant, and their names are unique within it (SQLite
+    # cannot drop a UNIQUE constraint: the tables are rebuilt, with foreign keys off meanwhile)
+    4: """
+CREATE TABLE pods_v4 (
+    id            TEXT PRIMARY KEY,
+    tenant        TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    spec          TEXT NOT NULL,
+    restart       TEXT NOT NULL,
+    labels        TEXT NOT NULL,
+    auto_remove   INTEGER NOT NULL,
+    state         TEXT NOT NULL,
+    error         TEXT NOT NULL DEFAULT '',
+    shim_pid      INTEGER,
+    vm_pid        INTEGER,
+    status_version INTEGER NOT NULL DEFAULT -1,
+    created_at    REAL NOT NULL,
+    started_at    REAL,
+    finished_at   REAL,
+    UNIQUE (tenant, name)
+);
+INSERT INTO pods_v4 SELECT id, 'default', name, spec, restart, labels, auto_remove, state, error,
+    shim_pid, vm_pid, status_version, created_at, started_at, finished_at FROM pods;
+CREATE TABLE containers_v4 (
+    id            TEXT PRIMARY KEY,
+    pod_id        TEXT NOT NULL REFERENCES pods(id) ON DELETE CASCADE,
+    tenant        TEXT NOT NULL,
+    name          TEXT NOT NULL,
+    local_name    TEXT NOT NULL,
+    image         TEXT NOT NULL,
+    image_id      TEXT NOT NULL DEFAULT '',
+    state         TEXT NOT NULL,
+    pid           INTEGER NOT NULL DEFAULT 0,
+    exit_code     INTEGER,
+    signal        INTEGER NOT NULL DEFAULT 0,
+    error         TEXT NOT NULL DEFAULT '',
+    restart_count INTEGER NOT NULL DEFAULT 0,
+    created_at    REAL NOT NULL,
+    started_at    REAL,
+    finished_at   REAL,
+    UNIQUE (pod_id, local_name),
+    UNIQUE (tenant, name)
+);
+INSERT INTO containers_v4 SELECT id, pod_id, 'default', name, local_name, image, image_id, state,
+    pid, exit_code, signal, error, restart_count, created_at, started_at, finished_at
+    FROM containers;
+DROP TABLE containers;
+DROP TABLE pods;
+ALTER TABLE pods_v4 RENAME TO pods;
+ALTER TABLE containers_v4 RENAME TO containers;
+CREATE INDEX containers_by_pod ON containers(pod_id);
+CREATE INDEX pods_by_tenant ON pods(tenant);
+""",
 }
 
 
@@ -99,6 +152,7 @@ class ContainerRecord:
     name: str
     local_name: str
     image: str
+    tenant: str = "default"
     image_id: str = ""
     state: str = "created"
     pid: int = 0
@@ -119,6 +173,7 @@ class PodRecord:
     restart: dict[str, Any]
     labels: dict[str, str]
     auto_remove: bool
+    tenant: str = "default"
     state: str = "created"
     error: str = ""
     shim_pid: int | None = None
@@ -132,6 +187,7 @@ class PodRecord:
 
 _POD_COLUMNS = [
     "id",
+    "tenant",
     "name",
     "spec",
     "restart",
@@ -149,6 +205,7 @@ _POD_COLUMNS = [
 _CONTAINER_COLUMNS = [
     "id",
     "pod_id",
+    "tenant",
     "name",
     "local_name",
     "image",
@@ -178,6 +235,12 @@ class Database:
         self._db.execute("PRAGMA busy_timeout=5000")
         self._migrate()
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection itself, for the stores that keep their own tables in this file
+        (:mod:`hyper.tenancy`): one file, so one transaction can span them."""
+        return self._db
+
     def close(self) -> None:
         self._db.close()
 
@@ -190,10 +253,15 @@ class Database:
         if version == 0:  # one script, one transaction: the schema exists whole or not at all
             self._db.executescript(f"BEGIN; {_SCHEMA} PRAGMA user_version = 1; COMMIT;")
             version = 1
+        self._db.execute("PRAGMA foreign_keys=OFF")  # a table may be rebuilt (SQLite's way)
         for step in range(version + 1, SCHEMA_VERSION + 1):  # each migration whole or not at all
             self._db.executescript(
                 f"BEGIN; {_MIGRATIONS[step]} PRAGMA user_version = {step}; COMMIT;"
             )
+            broken = self._db.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise errors.Internal(f"{self.path}: migration {step} broke references: {broken}")
+        self._db.execute("PRAGMA foreign_keys=ON")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Read rows (for the stores of other records, e.g. :mod:`hyper.state.networks`)."""
@@ -213,6 +281,8 @@ class Database:
     # ------------------------------------------------------------ pods
 
     def insert_pod(self, pod: PodRecord) -> None:
+        for container in pod.containers:
+            container.tenant = pod.tenant
         try:
             with self.transaction() as db:
                 db.execute(_insert("pods", _POD_COLUMNS), _values(pod, _POD_COLUMNS))
@@ -235,16 +305,27 @@ class Database:
         with self.transaction() as db:
             db.execute("DELETE FROM pods WHERE id = ?", (pod_id,))
 
-    def pods(self) -> list[PodRecord]:
-        rows = self._db.execute("SELECT * FROM pods ORDER BY created_at").fetchall()
+    def pods(self, tenant: str | None) -> list[PodRecord]:
+        """The pods of ``tenant``; of every tenant with None (hyperd's own sweeps, or an
+        operator's listing: the service layer decides, from the caller's scope)."""
+        where, params = _tenant_clause(tenant)
+        rows = self._db.execute(
+            f"SELECT * FROM pods WHERE {where} ORDER BY created_at", params
+        ).fetchall()
         containers: dict[str, list[ContainerRecord]] = {}
-        for row in self._db.execute("SELECT * FROM containers ORDER BY created_at, rowid"):
+        for row in self._db.execute(
+            f"SELECT * FROM containers WHERE {where} ORDER BY created_at, rowid", params
+        ):
             record = _container(row)
             containers.setdefault(record.pod_id, []).append(record)
         return [_pod(row, containers.get(row["id"], [])) for row in rows]
 
-    def pod(self, pod_id: str) -> PodRecord | None:
-        row = self._db.execute("SELECT * FROM pods WHERE id = ?", (pod_id,)).fetchone()
+    def pod(self, pod_id: str, tenant: str | None) -> PodRecord | None:
+        """The pod ``pod_id`` if it belongs to ``tenant`` (any tenant's with None)."""
+        where, params = _tenant_clause(tenant)
+        row = self._db.execute(
+            f"SELECT * FROM pods WHERE id = ? AND {where}", (pod_id, *params)
+        ).fetchone()
         if row is None:
             return None
         found = self._db.execute(
@@ -252,18 +333,34 @@ class Database:
         ).fetchall()
         return _pod(row, [_container(c) for c in found])
 
-    def pod_of_container(self, container_id: str) -> PodRecord | None:
+    def pod_of_container(self, container_id: str, tenant: str | None) -> PodRecord | None:
+        where, params = _tenant_clause(tenant)
         row = self._db.execute(
-            "SELECT pod_id FROM containers WHERE id = ?", (container_id,)
+            f"SELECT pod_id FROM containers WHERE id = ? AND {where}", (container_id, *params)
         ).fetchone()
-        return None if row is None else self.pod(row["pod_id"])
+        return None if row is None else self.pod(row["pod_id"], tenant)
 
-    def image_in_use(self, image_id: str) -> bool:
-        """Whether a container of any pod, running or not, was created from this image."""
+    def object_ids(self) -> set[str]:
+        """The ids of every pod, volume, snapshot and network, and every floating IP's address:
+        what quota charges may belong to (see :meth:`QuotaStore.owners`)."""
+        rows = self._db.execute(
+            "SELECT id FROM pods UNION SELECT id FROM volumes UNION SELECT id FROM snapshots"
+            " UNION SELECT id FROM networks UNION SELECT address FROM fips"
+        ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    def image_in_use(self, image_id: str, tenant: str) -> bool:
+        """Whether a container of the tenant's pods, running or not, was created from this
+        image (another tenant's containers are none of its business)."""
         row = self._db.execute(
-            "SELECT 1 FROM containers WHERE image_id = ? LIMIT 1", (image_id,)
+            "SELECT 1 FROM containers WHERE image_id = ? AND tenant = ? LIMIT 1",
+            (image_id, tenant),
         ).fetchone()
         return row is not None
+
+
+def _tenant_clause(tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    return ("1 = 1", ()) if tenant is None else ("tenant = ?", (tenant,))
 
 
 def _insert(table: str, columns: list[str]) -> str:
@@ -283,7 +380,7 @@ def _values(record: object, columns: list[str]) -> list[Any]:
 
 
 def _update(db: sqlite3.Connection, table: str, record: object, columns: list[str]) -> None:
-    settable = [c for c in columns if c not in ("id", "pod_id")]
+    settable = [c for c in columns if c not in ("id", "pod_id", "tenant")]
     db.execute(
         f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in settable)} WHERE id = ?",
         [*_values(record, settable), record.id],  # type: ignore[attr-defined]

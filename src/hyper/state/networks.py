@@ -1,7 +1,10 @@
 """Records of networks, endpoints and floating IPs, in hyperd's SQLite file (:mod:`.db`).
 
-Every query that names a network or a floating IP takes the tenant: a tenant never sees, or
-learns of, another tenant's objects. Endpoints are keyed by pod and deleted with it (the address
+Every query that names a network or a floating IP takes the tenant (``None``: every tenant, for
+an operator's listing and hyperd's own bookkeeping): a tenant never sees, or learns of, another
+tenant's objects. Names are unique per tenant; subnets and addresses are unique on the host
+(tenants share its routing table), and the messages of those clashes name no other tenant's
+object. Endpoints are keyed by pod and deleted with it (the address
 is released by the same transaction that removes the pod).
 """
 
@@ -59,35 +62,44 @@ class NetworkStore:
                     (net.id, net.tenant, net.name, net.subnet, int(net.nat), net.created_at),
                 )
         except sqlite3.IntegrityError as exc:
-            if "subnet" in str(exc):
-                raise errors.AlreadyExists(f"subnet {net.subnet} is in use") from None
+            if "subnet" in str(exc):  # perhaps another tenant's: not named
+                raise errors.AlreadyExists(f"subnet {net.subnet} is not available") from None
             raise errors.AlreadyExists(f"a network named {net.name} exists already") from None
 
-    def delete_network(self, network_id: str) -> None:
+    def delete_network(self, tenant: str, network_id: str) -> None:
         with self.db.transaction() as tx:
-            tx.execute("DELETE FROM networks WHERE id = ?", (network_id,))
+            tx.execute("DELETE FROM networks WHERE id = ? AND tenant = ?", (network_id, tenant))
 
-    def networks(self, tenant: str | None = None) -> list[NetworkRecord]:
-        """A tenant's networks; every tenant's with ``None`` (hyperd's own bookkeeping only)."""
-        if tenant is None:
-            rows = self.db.query("SELECT * FROM networks ORDER BY created_at")
-        else:
-            rows = self.db.query(
-                "SELECT * FROM networks WHERE tenant = ? ORDER BY created_at", (tenant,)
-            )
+    def networks(self, tenant: str | None) -> list[NetworkRecord]:
+        """A tenant's networks; every tenant's with ``None``."""
+        clause, params = _tenant_clause(tenant)
+        rows = self.db.query(f"SELECT * FROM networks WHERE {clause} ORDER BY created_at", params)
         return [_network(row) for row in rows]
 
-    def network(self, tenant: str, name_or_id: str) -> NetworkRecord | None:
+    def network(self, tenant: str | None, name_or_id: str) -> NetworkRecord | None:
+        """The network of ``tenant`` (any tenant's with ``None``) with this name, id or id
+        prefix (6 characters at least); None if there is none. A name that several tenants use
+        is ambiguous for ``None``: InvalidArgument."""
+        clause, params = _tenant_clause(tenant)
         rows = self.db.query(
-            "SELECT * FROM networks WHERE tenant = ? AND (name = ? OR id = ?)",
-            (tenant, name_or_id, name_or_id),
+            f"SELECT * FROM networks WHERE {clause} AND (name = ? OR id = ?)",
+            (*params, name_or_id, name_or_id),
         )
         if not rows and len(name_or_id) >= 6:  # an id prefix, within the tenant only
             rows = self.db.query(
-                "SELECT * FROM networks WHERE tenant = ? AND id LIKE ?",
-                (tenant, name_or_id.replace("%", "").replace("_", "") + "%"),
+                f"SELECT * FROM networks WHERE {clause} AND id LIKE ?",
+                (*params, name_or_id.replace("%", "").replace("_", "") + "%"),
             )
-        return _network(rows[0]) if len(rows) == 1 else None
+        if len(rows) > 1:
+            raise errors.InvalidArgument(
+                f"{name_or_id!r} names several networks: give more of the id, or one tenant"
+            )
+        return _network(rows[0]) if rows else None
+
+    def network_by_id(self, network_id: str) -> NetworkRecord | None:
+        """Any tenant's network with this id (hyperd's own bookkeeping: a pod's network)."""
+        rows = self.db.query("SELECT * FROM networks WHERE id = ?", (network_id,))
+        return _network(rows[0]) if rows else None
 
     # ------------------------------------------------------------ endpoints
 
@@ -137,12 +149,16 @@ class NetworkStore:
         with self.db.transaction() as tx:
             tx.execute("DELETE FROM fips WHERE tenant = ? AND address = ?", (tenant, address))
 
-    def fips(self, tenant: str | None = None) -> list[FipRecord]:
-        if tenant is None:
-            rows = self.db.query("SELECT * FROM fips ORDER BY address")
-        else:
-            rows = self.db.query("SELECT * FROM fips WHERE tenant = ? ORDER BY address", (tenant,))
+    def fips(self, tenant: str | None) -> list[FipRecord]:
+        """A tenant's floating IPs; every tenant's with ``None``."""
+        clause, params = _tenant_clause(tenant)
+        rows = self.db.query(f"SELECT * FROM fips WHERE {clause} ORDER BY address", params)
         return [FipRecord(r["address"], r["tenant"], r["pod_id"], r["created_at"]) for r in rows]
+
+
+def _tenant_clause(tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause of a tenant's rows (every tenant's with None), and its parameters."""
+    return ("1 = 1", ()) if tenant is None else ("tenant = ?", (tenant,))
 
 
 def _network(row: sqlite3.Row) -> NetworkRecord:

@@ -1,10 +1,13 @@
 """hyperd's records of volumes, snapshots and which pod mounts which volume.
 
 The tables live in the same SQLite file as the pods (:mod:`hyper.state.db` creates them in
-its migration to schema 2), so that a pod and the volumes it references change in one
-transaction. Every query takes the tenant: a tenant never learns whether another tenant's
-volume exists. ``pod_volumes`` rows go with their pod (``ON DELETE CASCADE``); a volume that
-a pod references cannot be deleted (a foreign key, checked by SQLite, not only by us).
+its migration to schema 3), so that a pod and the volumes it references change in one
+transaction. Every listing and lookup takes the tenant (``None``: every tenant, for an
+operator's listing and hyperd's own sweeps), put in its WHERE clause by :func:`_tenant_clause`:
+a tenant never learns whether another tenant's volume exists. Names are unique per tenant
+(``UNIQUE (tenant, name)``). ``pod_volumes`` rows go with their pod (``ON DELETE CASCADE``); a
+volume that a pod references cannot be deleted (a foreign key, checked by SQLite, not only by
+us).
 """
 
 from __future__ import annotations
@@ -112,13 +115,10 @@ class VolumeTables:
                 "the volume is in use by a pod or has snapshots"
             ) from None
 
-    def volumes(self, tenant: str) -> list[VolumeRecord]:
-        rows = self._rows("SELECT * FROM volumes WHERE tenant = ? ORDER BY created_at", tenant)
-        return [VolumeRecord(**{c: r[c] for c in _VOLUME}) for r in rows]
-
-    def all_volumes(self) -> list[VolumeRecord]:
-        """Every tenant's: for hyperd's own sweeps, never for an answer to a client."""
-        rows = self._rows("SELECT * FROM volumes ORDER BY created_at")
+    def volumes(self, tenant: str | None) -> list[VolumeRecord]:
+        """A tenant's volumes; every tenant's with ``None``."""
+        clause, params = _tenant_clause(tenant)
+        rows = self._rows(f"SELECT * FROM volumes WHERE {clause} ORDER BY created_at", *params)
         return [VolumeRecord(**{c: r[c] for c in _VOLUME}) for r in rows]
 
     def orphans(self) -> list[VolumeRecord]:
@@ -147,15 +147,17 @@ class VolumeTables:
         with self._db.transaction() as db:
             db.execute("DELETE FROM snapshots WHERE id = ? AND tenant = ?", (snapshot_id, tenant))
 
-    def snapshots(self, tenant: str, volume_id: str | None = None) -> list[SnapshotRecord]:
+    def snapshots(self, tenant: str | None, volume_id: str | None = None) -> list[SnapshotRecord]:
+        """A tenant's snapshots (every tenant's with ``None``), or those of one volume."""
+        clause, params = _tenant_clause(tenant)
         if volume_id is None:
             rows = self._rows(
-                "SELECT * FROM snapshots WHERE tenant = ? ORDER BY created_at", tenant
+                f"SELECT * FROM snapshots WHERE {clause} ORDER BY created_at", *params
             )
         else:
             rows = self._rows(
-                "SELECT * FROM snapshots WHERE tenant = ? AND volume_id = ? ORDER BY created_at",
-                tenant,
+                f"SELECT * FROM snapshots WHERE {clause} AND volume_id = ? ORDER BY created_at",
+                *params,
                 volume_id,
             )
         return [SnapshotRecord(**{c: r[c] for c in _SNAPSHOT}) for r in rows]
@@ -185,6 +187,11 @@ class VolumeTables:
 
     def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         return self._db.query(sql, args)
+
+
+def _tenant_clause(tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause of a tenant's rows (every tenant's with None), and its parameters."""
+    return ("1 = 1", ()) if tenant is None else ("tenant = ?", (tenant,))
 
 
 def _insert(table: str, columns: list[str]) -> str:

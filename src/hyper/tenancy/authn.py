@@ -20,7 +20,7 @@ from hyper.tenancy.principal import Principal
 from hyper.tenancy.tenants import TenantStore
 
 MISSING = (
-    "hyperd needs a credential over TCP: an access key (`hyper login`, --key or $HYPER_KEY)"
+    "hyperd needs a credential over TCP: an access key (`hyper config set`, --key or $HYPER_KEY)"
     " or a Keystone token"
 )
 

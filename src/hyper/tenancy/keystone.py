@@ -29,8 +29,8 @@ from typing import Any
 import httpx
 
 from hyper import errors
+from hyper.config.settings import KeystoneSettings
 from hyper.tenancy.principal import KEYSTONE, Principal, Role
-from hyper.tenancy.settings import KeystoneSettings
 from hyper.tenancy.tenants import check_tenant
 
 _log = logging.getLogger(__name__)

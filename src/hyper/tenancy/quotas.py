@@ -205,6 +205,15 @@ class QuotaStore:
     def usage(self, tenant: str) -> dict[str, int]:
         return _usage(self._db, tenant)
 
+    def owners(self) -> list[tuple[str, str]]:
+        """Every (tenant, owner) that holds a charge: for the audit at start, which releases
+        the charges of objects that no longer exist (a crash between a reservation and the
+        object's insert, or between its delete and the release)."""
+        rows = self._db.execute(
+            "SELECT DISTINCT tenant, owner FROM tenancy_quota_charges ORDER BY tenant, owner"
+        ).fetchall()
+        return [(str(row[0]), str(row[1])) for row in rows]
+
 
 def _limits(db: sqlite3.Connection, tenant: str) -> dict[str, int]:
     rows = db.execute(

@@ -1,0 +1,44 @@
+"""Fixtures shared by the unit tests of hyperd's services and API (no VM, no network)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from hyper.config.settings import from_dict
+from hyper.service.core import Services
+from hyper.service.tenancy import TenancyService
+from hyper.state.db import Database
+
+
+def _no_network(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("no registry in this test", request=request)
+
+
+@pytest.fixture()
+def db(settings) -> Iterator[Database]:
+    """hyperd's database in the test's ``settings`` (a fixture of the test's module)."""
+    database = Database(settings.paths.state_dir / "hyperd.db")
+    yield database
+    database.close()
+
+
+@pytest.fixture()
+def tenancy(settings, db: Database) -> TenancyService:
+    return TenancyService(settings, db.connection)
+
+
+@pytest.fixture()
+def services(tmp_path) -> Iterator[Services]:
+    """Every service of one hyperd over a temporary state, with tenants alice and bob; no
+    registry is reachable."""
+    settings = from_dict(
+        {"paths": {"state_dir": str(tmp_path / "state"), "run_dir": str(tmp_path / "run")}}
+    )
+    built = Services.build(settings, registry_transport=httpx.MockTransport(_no_network))
+    built.tenancy.tenants.create("alice")
+    built.tenancy.tenants.create("bob")
+    yield built
+    built.db.close()

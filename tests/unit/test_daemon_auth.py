@@ -1,0 +1,75 @@
+"""hyperd's listeners say who calls: the unix socket is the operator, TCP needs a credential,
+and only the operator may act in another tenant (the X-Hyper-Tenant header)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from hyper.daemon.app import create_app
+from hyper.daemon.auth import TENANT_HEADER, Identified, as_operator
+from hyper.service.core import Services
+from hyper.tenancy.principal import Role
+
+
+def _tcp(services: Services) -> TestClient:
+    return TestClient(Identified(create_app(services), services.tenancy.authenticator.authenticate))
+
+
+def _key(services: Services, tenant: str, role: Role) -> dict[str, str]:
+    key = services.tenancy.keys.create(tenant, role).key
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_tcp_refuses_requests_without_a_valid_credential(services):
+    client = _tcp(services)
+    for headers in ({}, {"Authorization": "Basic eDp5"}, {"Authorization": "Bearer hk_0_0"}):
+        answer = client.get("/v1/containers", headers=headers)
+        assert answer.status_code == 401, headers
+        assert answer.json()["kind"] == "Unauthenticated"
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+    assert "credential" in client.get("/v1/info").json()["message"]
+    revoked = services.tenancy.keys.create("alice", Role.ADMIN)
+    services.tenancy.keys.revoke("alice", revoked.record.id)
+    answer = client.get("/v1/containers", headers={"X-Auth-Token": revoked.key})
+    assert answer.status_code == 401
+
+
+def test_a_tenant_key_acts_in_its_own_tenant_only(services):
+    client = _tcp(services)
+    alice = _key(services, "alice", Role.ADMIN)
+    assert client.get("/v1/containers", headers=alice).json() == []
+    answer = client.get("/v1/containers", headers={**alice, TENANT_HEADER: "bob"})
+    assert answer.status_code == 403 and answer.json()["kind"] == "PermissionDenied"
+    # naming its own tenant is allowed, and changes nothing
+    assert client.get("/v1/pods", headers={**alice, TENANT_HEADER: "alice"}).status_code == 200
+
+
+def test_a_member_reads_but_does_not_change(services):
+    client = _tcp(services)
+    member = _key(services, "alice", Role.MEMBER)
+    assert client.get("/v1/pods", headers=member).status_code == 200
+    answer = client.post("/v1/containers", json={"image": "busybox"}, headers=member)
+    assert answer.status_code == 403, answer.text
+    answer = client.delete("/v1/containers/whatever", headers=member)
+    assert answer.status_code == 403
+
+
+def test_websockets_are_authenticated_before_they_are_accepted(services):
+    client = _tcp(services)
+    with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/v1/x/exec"):
+        pass
+    assert refused.value.code == 1008
+
+
+def test_the_operator_names_a_tenant_that_exists_or_every_tenant(services):
+    client = TestClient(as_operator(create_app(services)))
+    assert client.get("/v1/pods", headers={TENANT_HEADER: "bob"}).status_code == 200
+    assert client.get("/v1/pods", headers={TENANT_HEADER: "*"}).status_code == 200
+    missing = client.get("/v1/pods", headers={TENANT_HEADER: "carol"})
+    assert missing.status_code == 404 and missing.json()["message"] == "no such tenant: carol"
+    bad = client.get("/v1/pods", headers={TENANT_HEADER: "../etc"})
+    assert bad.status_code == 400
+    every = client.post("/v1/containers", json={"image": "x"}, headers={TENANT_HEADER: "*"})
+    assert every.status_code == 400 and "one tenant" in every.json()["message"]
