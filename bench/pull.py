@@ -81,7 +81,7 @@ def main() -> int:
         image = build_image(source.store, ref, layers, compression=Compression.NONE)
         size = sum(layer.size for layer in image.layers)
         started = time.monotonic()
-        source.push(ref)
+        source.push(Caller.operator(), ref)
         push_s = time.monotonic() - started
         log(f"pushed {size / 1e6:.0f} MB in {push_s:.2f}s")
         del layers

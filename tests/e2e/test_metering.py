@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -21,12 +22,12 @@ def _ok(result):
     return result.stdout.decode()
 
 
-def _pod(hyper, name: str) -> dict:
+def _pod(hyper, name: str) -> dict[str, Any]:
     [view] = json.loads(_ok(hyper("pod", "inspect", name)))
-    return view
+    return dict(view)
 
 
-def _usage(hyper) -> dict[str, dict]:
+def _usage(hyper) -> dict[str, dict[str, Any]]:
     report = json.loads(_ok(hyper("usage", "--since", "1h", "--format", "json")))
     return {item["id"]: item for item in report["objects"]}
 

@@ -264,7 +264,7 @@ def test_another_tenants_objects_answer_as_missing_and_nothing_leaks(
             _missing(alice, method, path, real, **extra)
             checked += 1
 
-        for method, path, kwargs in [
+        forbidden: list[tuple[str, str, dict[str, Any]]] = [
             ("GET", "/quotas/bob", {}),
             ("PUT", "/quotas/bob", {"json": {"pods": 1000}}),
             ("GET", "/usage", {"params": {"tenant": "bob"}}),
@@ -274,7 +274,8 @@ def test_another_tenants_objects_answer_as_missing_and_nothing_leaks(
             ("DELETE", "/tenants/bob", {}),
             ("POST", "/tenants", {"json": {"name": "eve"}}),
             ("POST", "/keys", {"json": {"role": "operator"}}),
-        ]:
+        ]
+        for method, path, kwargs in forbidden:
             answer = alice.request(method, path, **kwargs)
             assert answer.status_code == 403, (method, path, answer.status_code, answer.text)
             checked += 1
@@ -359,7 +360,10 @@ def test_fifty_concurrent_creates_against_a_quota_of_ten(hyper, hyperd, unix, ap
     api = api_for(key)
 
     def create(number: int) -> httpx.Response:
-        return api.post("/containers", json={"name": f"q{number}", "image": "busybox"})
+        answer: httpx.Response = api.post(
+            "/containers", json={"name": f"q{number}", "image": "busybox"}
+        )
+        return answer
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         answers = list(pool.map(create, range(50)))

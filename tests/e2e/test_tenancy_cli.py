@@ -20,7 +20,7 @@ from tests.e2e.conftest import (
 
 
 @pytest.fixture()
-def tcp(hyper_home, tmp_path: Path) -> TcpTls:  # type: ignore[no-untyped-def]
+def tcp(hyper_home, tmp_path: Path) -> TcpTls:
     return tcp_tls_config(hyper_home[0], tmp_path)
 
 
@@ -29,7 +29,7 @@ def hyperd_config(tcp: TcpTls) -> Path:
     return tcp.config
 
 
-def _ok(result) -> str:  # type: ignore[no-untyped-def]
+def _ok(result) -> str:
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
     return str(result.stdout.decode())
 

@@ -74,12 +74,12 @@ def unix_server(tmp_path: Path) -> Iterator[tuple[str, Recorder]]:
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def tls(tmp_path_factory: pytest.TempPathFactory):
     return make_tls(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture()
-def https_server(tls) -> Iterator[tuple[str, Recorder]]:  # type: ignore[no-untyped-def]
+def https_server(tls) -> Iterator[tuple[str, Recorder]]:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(str(tls.cert), str(tls.key))
     listener = socket.socket()
@@ -89,7 +89,7 @@ def https_server(tls) -> Iterator[tuple[str, Recorder]]:  # type: ignore[no-unty
     listener.close()
 
 
-def test_the_key_never_goes_to_the_unix_socket(unix_server) -> None:  # type: ignore[no-untyped-def]
+def test_the_key_never_goes_to_the_unix_socket(unix_server) -> None:
     endpoint, recorder = unix_server
     client = Client(endpoint, key=KEY, tenant="acme")
     assert client.call("GET", "/whoami") == {}
@@ -102,7 +102,7 @@ def test_the_key_never_goes_to_the_unix_socket(unix_server) -> None:  # type: ig
     assert "authorization" not in recorder.headers()
 
 
-def test_the_key_goes_as_a_bearer_token_over_https(https_server, tls) -> None:  # type: ignore[no-untyped-def]
+def test_the_key_goes_as_a_bearer_token_over_https(https_server, tls) -> None:
     endpoint, recorder = https_server
     client = Client(endpoint, key=KEY, ca=str(tls.ca))
     client.call("GET", "/whoami")
@@ -115,13 +115,13 @@ def test_the_key_goes_as_a_bearer_token_over_https(https_server, tls) -> None:  
     assert "authorization" not in Client(endpoint, ca=str(tls.ca)).headers()
 
 
-def test_an_untrusted_certificate_is_refused(https_server) -> None:  # type: ignore[no-untyped-def]
+def test_an_untrusted_certificate_is_refused(https_server) -> None:
     endpoint, _ = https_server
     with pytest.raises(errors.Unavailable, match="CERTIFICATE_VERIFY_FAILED"):
         Client(endpoint, key=KEY).call("GET", "/whoami")
 
 
-def _args(*argv: str):  # type: ignore[no-untyped-def]
+def _args(*argv: str):
     return build_parser().parse_args([*argv, "whoami"])
 
 
@@ -152,7 +152,7 @@ def test_options_then_environment_then_the_stored_file(tmp_path: Path) -> None:
     assert "Authorization" not in local.headers()
 
 
-def test_config_show_masks_the_key_and_unset_forgets_it(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_config_show_masks_the_key_and_unset_forgets_it(tmp_path, monkeypatch, capsys) -> None:
     stored = tmp_path / "client.toml"
     monkeypatch.setenv("HYPER_CLIENT_CONFIG", str(stored))
     credentials.save(stored, credentials.ClientConfig("https://h.example:1", KEY))
@@ -164,7 +164,7 @@ def test_config_show_masks_the_key_and_unset_forgets_it(tmp_path, monkeypatch, c
     assert main(["config", "unset"]) == 0 and not stored.exists()
 
 
-def test_config_set_checks_the_endpoint_first(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_config_set_checks_the_endpoint_first(tmp_path, monkeypatch, capsys) -> None:
     stored = tmp_path / "client.toml"
     monkeypatch.setenv("HYPER_CLIENT_CONFIG", str(stored))
     assert main(["config", "set", "unix:///x.sock", "--key", KEY]) == 125

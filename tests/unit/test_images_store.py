@@ -267,7 +267,12 @@ def test_gc_waits_for_every_tenants_names(store):
     image = build_image(alice, "app:1", [{"a": b"a"}])
     done = threading.Event()
     with alice.refs.locked():
-        thread = threading.Thread(target=lambda: (store.gc(), done.set()))
+
+        def collect() -> None:
+            store.gc()
+            done.set()
+
+        thread = threading.Thread(target=collect)
         thread.start()
         assert not done.wait(0.2)  # gc cannot decide while alice's names may change
         alice.refs.path.unlink()  # (unlocked writers are not a thing: this is the test's own)

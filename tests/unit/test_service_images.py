@@ -3,6 +3,7 @@ prune; and that images and registry credentials belong to the caller's tenant.""
 
 import json
 import tarfile
+from typing import Any
 
 import httpx
 import pytest
@@ -340,7 +341,7 @@ def test_a_pull_does_not_reuse_another_tenants_blob_without_its_bytes(tmp_path):
     liar.seen.clear()
     svc.pull(ALICE, f"{REGISTRY}/app:1")
     svc._transport = httpx.MockTransport(honest)
-    events = []
+    events: list[Any] = []
     assert svc.pull(BOB, f"{REGISTRY}/app:1", progress=events.append).digest == image.digest
     assert "exists" not in {e.status for e in events if e.id == layer}
     assert [p for p in svc.store.tmp_dir.iterdir()] == []

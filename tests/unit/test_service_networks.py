@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import cast
 
 import pytest
 
 from hyper import errors
 from hyper.config.settings import NetworkSettings, Paths, Settings
+from hyper.network.host import HostNetwork
 from hyper.service.caller import Caller
 from hyper.service.networks import NetworkService
 from hyper.state.db import ContainerRecord, PodRecord
@@ -51,7 +53,7 @@ def settings(tmp_path):
 
 @pytest.fixture()
 def service(settings, db, tenancy):
-    return NetworkService(settings, db, Host(), tenancy=tenancy)
+    return NetworkService(settings, db, cast(HostNetwork, Host()), tenancy=tenancy)
 
 
 def run(coro):
@@ -246,7 +248,9 @@ def test_a_floating_ip_is_metered_from_allocation_to_release(service, tenancy):
 
 
 def test_recovery_reconciles_the_ledger_with_the_floating_ips(settings, db, tenancy, service):
-    unmetered = NetworkService(settings, db, Host())  # a crash before the ledger heard of it
+    unmetered = NetworkService(
+        settings, db, cast(HostNetwork, Host())
+    )  # a crash before the ledger heard of it
     fip = run(unmetered.fip_allocate(ALICE))
     tenancy.ledger.start("bob", "203.0.113.99", Kind.FIP, at=fip.created_at)  # released since
     tenancy.ledger.start("bob", "f" * 64, Kind.VOLUME, at=fip.created_at)  # not ours

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Any
 
 import pytest
 
@@ -239,7 +240,7 @@ def test_the_operator_lists_every_tenant_and_acts_in_one(service):
 
 
 def test_volume_events_carry_their_tenant(service):
-    seen = []
+    seen: list[Any] = []
     service.events.publish = seen.append
     run(service.create(ALICE, name="data", size="16M"))
     run(service.create_snapshot(ALICE, "data", name="s"))

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
 from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Receive, Send
+from starlette.types import Scope as AsgiScope
 
 from hyper import errors
 from hyper.service.caller import Caller
@@ -32,7 +33,6 @@ _PRINCIPAL = "principal"
 _log = logging.getLogger(__name__)
 
 Identify = Callable[[Mapping[str, str]], Awaitable[Principal]]
-ASGIApp = Callable[..., Awaitable[None]]
 
 
 class Identified:
@@ -43,7 +43,7 @@ class Identified:
         self.app = app
         self.identify = identify
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: AsgiScope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             headers = {
                 name.decode("latin-1").lower(): value.decode("latin-1")
@@ -97,7 +97,7 @@ def caller_of(services: Services) -> Callable[[HTTPConnection], Caller]:
 _STATUS = {"Unauthenticated": 401, "PermissionDenied": 403, "Unavailable": 503}
 
 
-async def _refuse(scope: dict[str, Any], send: Any, exc: errors.HyperError) -> None:
+async def _refuse(scope: AsgiScope, send: Send, exc: errors.HyperError) -> None:
     kind = type(exc).__name__
     status = _STATUS.get(kind, 502 if kind == "ProtocolError" else 500)
     if kind not in _STATUS:
