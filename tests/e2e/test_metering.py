@@ -66,6 +66,7 @@ def test_a_pod_is_billed_for_the_seconds_it_ran_across_a_hyperd_crash(hyper, hyp
 
     usage = _usage(hyper)
     billed = usage[stopped["id"]]
+    print(json.dumps({"ran": ran, "billed": billed}))  # the figures, with pytest -s
     assert billed["kind"] == "pod" and billed["name"] == "long" and billed["tenant"] == "default"
     assert billed["seconds"] == pytest.approx(ran, abs=1.0)
     assert billed["vcpu_seconds"] == pytest.approx(2 * ran, abs=2.0)

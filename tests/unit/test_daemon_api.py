@@ -138,3 +138,26 @@ def test_progress_is_one_line_per_change_of_state_into_a_pipe():
         display.update({"id": "abc", "status": status, "current": current, "total": 30})
     display.finish()
     assert out.getvalue().splitlines() == ["abc: Waiting", "abc: Downloading", "abc: Complete"]
+
+
+def test_the_tcp_listener_sends_without_waiting_for_acks():
+    """TCP_NODELAY on the listener (inherited by its connections) and the protocol named, so
+    that asyncio keeps it: without it every answer over TLS waited ~40 ms for a delayed ACK."""
+    import socket
+
+    from hyper.daemon.main import _tcp_socket
+
+    settings = from_dict(
+        {"daemon": {"tcp": "127.0.0.1:0", "tls_cert": "/c.pem", "tls_key": "/k.pem"}}
+    )
+    listener = _tcp_socket(settings)
+    try:
+        assert listener.proto == socket.IPPROTO_TCP
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        client = socket.create_connection(listener.getsockname())
+        accepted, _ = listener.accept()
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        accepted.close()
+        client.close()
+    finally:
+        listener.close()
