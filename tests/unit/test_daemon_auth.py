@@ -10,7 +10,7 @@ from starlette.websockets import WebSocketDisconnect
 from hyper.daemon.app import create_app
 from hyper.daemon.auth import TENANT_HEADER, Identified, as_operator
 from hyper.service.core import Services
-from hyper.tenancy.principal import Role
+from hyper.tenancy.principal import Role, Scope
 
 
 def _tcp(services: Services) -> TestClient:
@@ -73,3 +73,31 @@ def test_the_operator_names_a_tenant_that_exists_or_every_tenant(services):
     assert bad.status_code == 400
     every = client.post("/v1/containers", json={"image": "x"}, headers={TENANT_HEADER: "*"})
     assert every.status_code == 400 and "one tenant" in every.json()["message"]
+
+
+def test_templates_are_the_operators(services):
+    """Templates are the host's, and an unshared one names its tenant: no tenant sees them."""
+    client = _tcp(services)
+    admin = _key(services, "alice", Role.ADMIN)
+    for method, path in (
+        ("GET", "/v1/templates"),
+        ("POST", "/v1/templates/prune"),
+        ("DELETE", "/v1/templates/abcdef12"),
+    ):
+        answer = client.request(method, path, headers=admin)
+        assert answer.status_code == 403, (path, answer.text)
+    assert TestClient(as_operator(create_app(services))).get("/v1/templates").status_code == 200
+
+
+def test_the_tenant_label_is_hyperds(services):
+    """``hyper.tenant`` keeps unshared templates apart: a client cannot claim another's."""
+    from hyper.images.busybox import ensure_busybox
+
+    ensure_busybox(services.images.store)
+    client = TestClient(as_operator(create_app(services)))
+    claim = {"image": "busybox", "labels": {"hyper.tenant": "bob"}}
+    answer = client.post("/v1/containers", json=claim)
+    assert answer.status_code == 400 and "hyper.tenant" in answer.json()["message"]
+    made = client.post("/v1/containers", json={"image": "busybox", "name": "web"})
+    assert made.status_code == 201, made.text
+    assert services.pods.pods(Scope("default"))[0].spec["labels"]["hyper.tenant"] == "default"

@@ -40,6 +40,7 @@ from hyper.images.store import ImageStore
 from hyper.model.pod import PodSpec, check_name, parse_memory
 from hyper.model.restart import RestartPolicy
 from hyper.sandbox.rundir import sweep
+from hyper.sandbox.template import TENANT_LABEL
 from hyper.service import names
 from hyper.service.caller import Caller
 from hyper.service.events import Event, EventBus
@@ -217,8 +218,12 @@ class PodService:
         caller = caller or Caller()
         tenant = caller.writes().single()
         restart = restart or RestartPolicy()
-        if labels:  # the pod's supervisor reads them from the spec (e.g. hyper.boot=cold)
-            spec = replace(spec, labels={**spec.labels, **labels})
+        # The pod's supervisor reads its labels from the spec (e.g. hyper.boot=cold), and its
+        # tenant from there too (unshared templates): that label is hyperd's, never a client's.
+        wanted = {**spec.labels, **(labels or {})}
+        if wanted.get(TENANT_LABEL, tenant) != tenant:
+            raise errors.InvalidArgument(f"the label {TENANT_LABEL} is the pod's tenant: omit it")
+        spec = replace(spec, labels={**wanted, TENANT_LABEL: tenant})
         if auto_remove and restart.policy != "no":
             raise errors.InvalidArgument("--rm and a restart policy cannot be combined")
         image_ids = {}
