@@ -10,7 +10,7 @@ from starlette.websockets import WebSocketDisconnect
 from hyper.daemon.app import create_app
 from hyper.daemon.auth import TENANT_HEADER, Identified, as_operator
 from hyper.service.core import Services
-from hyper.tenancy.principal import Role, Scope
+from hyper.tenancy.principal import Role
 
 
 def _tcp(services: Services) -> TestClient:
@@ -87,17 +87,3 @@ def test_templates_are_the_operators(services):
         answer = client.request(method, path, headers=admin)
         assert answer.status_code == 403, (path, answer.text)
     assert TestClient(as_operator(create_app(services))).get("/v1/templates").status_code == 200
-
-
-def test_the_tenant_label_is_hyperds(services):
-    """``hyper.tenant`` keeps unshared templates apart: a client cannot claim another's."""
-    from hyper.images.busybox import ensure_busybox
-
-    ensure_busybox(services.images.store)
-    client = TestClient(as_operator(create_app(services)))
-    claim = {"image": "busybox", "labels": {"hyper.tenant": "bob"}}
-    answer = client.post("/v1/containers", json=claim)
-    assert answer.status_code == 400 and "hyper.tenant" in answer.json()["message"]
-    made = client.post("/v1/containers", json={"image": "busybox", "name": "web"})
-    assert made.status_code == 201, made.text
-    assert services.pods.pods(Scope("default"))[0].spec["labels"]["hyper.tenant"] == "default"

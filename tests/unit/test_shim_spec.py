@@ -22,6 +22,7 @@ def test_spec_round_trip(tmp_path):
         cols=132,
         log=LogOptions(max_bytes=4096, max_files=1),
         images={"a": Digest.parse("sha256:" + "c" * 64)},
+        tenant="acme",
     )
     write_spec(tmp_path, spec)
     assert read_spec(tmp_path) == spec
@@ -47,6 +48,8 @@ def test_spec_defaults():
         {"id": ID, "pod": POD, "images": ["sha256:" + "c" * 64]},
         {"id": ID, "pod": POD, "images": {"b": "sha256:" + "c" * 64}},  # no container b
         {"id": ID, "pod": POD, "images": {"a": "sha256:../../etc"}},
+        {"id": ID, "pod": POD, "tenant": "../acme"},
+        {"id": ID, "pod": POD, "tenant": ["acme"]},
     ],
 )
 def test_bad_specs(data):

@@ -116,3 +116,46 @@ def test_qmp_events_resolve_only_the_expected_futures() -> None:
         assert qmp.shutdown_reason == "host-qmp-quit"
 
     asyncio.run(scenario())
+
+
+def test_a_pod_clones_its_own_tenants_template_when_templates_are_not_shared(
+    tmp_path: Path,
+) -> None:
+    """The tenant comes from hyperd (the supervisor's spec), never from the pod's labels."""
+    import asyncio
+
+    from hyper.config.settings import Paths, Settings, TemplateSettings
+    from hyper.images.store import ImageStore
+    from hyper.model.pod import pod_from_dict
+    from hyper.sandbox.pod import Guest, Pod
+
+    leased: list[str] = []
+
+    class Templates:
+        async def lease(self, shape: Shape, log: object) -> None:
+            leased.append(shape.tenant)
+
+    spec = pod_from_dict(
+        {
+            "name": "p",
+            "labels": {"hyper.tenant": "bob"},
+            "containers": [{"name": "c", "image": "x"}],
+        },
+        default_name="p",
+    )
+    guest = Guest(kernel=Path("/k"), initrd=Path("/i"), accelerator="tcg")
+    for shared, expected in ((True, ""), (False, "alice")):
+        settings = Settings(
+            paths=Paths(state_dir=tmp_path, run_dir=tmp_path / "run"),
+            template=TemplateSettings(share_across_tenants=shared),
+        )
+        pod = Pod(
+            spec,
+            settings=settings,
+            images=ImageStore(tmp_path / "images"),
+            guest=guest,
+            templates=Templates(),  # type: ignore[arg-type]
+            tenant="alice",
+        )
+        asyncio.run(pod._template(MACHINE))
+        assert leased.pop() == expected

@@ -142,8 +142,8 @@ class TemplateSettings:
     """Where templates' RAM files live (a tmpfs, e.g. /dev/shm/hyper); empty: in the template's
     directory under ``paths.run_dir`` (a tmpfs when that is /run)."""
     share_across_tenants: bool = True
-    """False: pods labelled with different ``hyper.tenant`` values never clone the same
-    template, so no guest memory is shared between tenants (docs/templates.md)."""
+    """False: pods of different tenants never clone the same template, so no guest memory is
+    shared between tenants (docs/templates.md)."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from hyper.sandbox import volumes
 from hyper.sandbox.boot import connect_agent, listen
 from hyper.sandbox.nic import NetworkAttachment
 from hyper.sandbox.rundir import PodDir
-from hyper.sandbox.template import BOOT_LABEL, TENANT_LABEL, Lease, Shape, Templates
+from hyper.sandbox.template import BOOT_LABEL, Lease, Shape, Templates
 from hyper.vmm.machine import Disk, MachineConfig, MemoryFile, Nic, VmExit
 from hyper.vmm.qemu.driver import QemuVm
 from hyper.volumes.attachment import Attachment
@@ -97,12 +97,14 @@ class Pod:
         templates: Templates | None = None,
         network: NetworkAttachment | None = None,
         image_digests: Mapping[str, Digest] | None = None,
+        tenant: str = "",
     ) -> None:
         """``image_digests``: container name -> the manifest digest recorded when a tenant
         created the pod (hyperd); without it, images are resolved by name in the default tenant
-        (the host's own tools)."""
+        (the host's own tools). ``tenant``: whose pod it is, for unshared templates."""
         self.id = pod_id or secrets.token_hex(32)
         self._digests = dict(image_digests or {})
+        self.tenant = tenant
         self.network = network
         self.volumes = tuple(volumes)
         self.spec = spec
@@ -268,9 +270,7 @@ class Pod:
             return None, "template.boot is cold"
         if self.spec.labels.get(BOOT_LABEL) == "cold":
             return None, f"the pod is labelled {BOOT_LABEL}=cold"
-        tenant = ""
-        if not self.settings.template.share_across_tenants:
-            tenant = self.spec.labels.get(TENANT_LABEL, "")
+        tenant = "" if self.settings.template.share_across_tenants else self.tenant
         shape = Shape(config, self._guest.fingerprint, self._guest.agent_version, tenant)
         try:
             return await self._templates.lease(shape, self.log), ""

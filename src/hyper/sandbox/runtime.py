@@ -77,6 +77,7 @@ class Runtime:
         volumes: Sequence[Attachment] = (),
         network: NetworkAttachment | None = None,
         image_digests: Mapping[str, Digest] | None = None,
+        tenant: str = "",
     ) -> Pod:
         guest = self._guest()
         return Pod(
@@ -89,6 +90,7 @@ class Runtime:
             templates=self.templates,
             network=network,
             image_digests=image_digests,
+            tenant=tenant,
         )
 
 

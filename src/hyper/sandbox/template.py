@@ -49,8 +49,6 @@ _log = logging.getLogger(__name__)
 
 BOOT_LABEL = "hyper.boot"
 """A pod labelled ``hyper.boot=cold`` boots cold."""
-TENANT_LABEL = "hyper.tenant"
-"""The tenant a pod belongs to, for ``template.share_across_tenants = false``."""
 INFO = "template.json"
 STATE = "state"
 RAM = "ram"

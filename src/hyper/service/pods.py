@@ -40,7 +40,6 @@ from hyper.images.store import ImageStore
 from hyper.model.pod import PodSpec, check_name, parse_memory
 from hyper.model.restart import RestartPolicy
 from hyper.sandbox.rundir import sweep
-from hyper.sandbox.template import TENANT_LABEL
 from hyper.service import names
 from hyper.service.caller import Caller
 from hyper.service.events import Event, EventBus
@@ -218,12 +217,8 @@ class PodService:
         caller = caller or Caller()
         tenant = caller.writes().single()
         restart = restart or RestartPolicy()
-        # The pod's supervisor reads its labels from the spec (e.g. hyper.boot=cold), and its
-        # tenant from there too (unshared templates): that label is hyperd's, never a client's.
-        wanted = {**spec.labels, **(labels or {})}
-        if wanted.get(TENANT_LABEL, tenant) != tenant:
-            raise errors.InvalidArgument(f"the label {TENANT_LABEL} is the pod's tenant: omit it")
-        spec = replace(spec, labels={**wanted, TENANT_LABEL: tenant})
+        if labels:  # the pod's supervisor reads them from the spec (e.g. hyper.boot=cold)
+            spec = replace(spec, labels={**spec.labels, **labels})
         if auto_remove and restart.policy != "no":
             raise errors.InvalidArgument("--rm and a restart policy cannot be combined")
         image_ids = {}
@@ -332,6 +327,7 @@ class PodService:
                 },
                 "volumes": [v.to_dict() for v in volumes],
                 "images": {c.local_name: c.image_id for c in pod.containers if c.image_id},
+                "tenant": pod.tenant,
             },
         )
         pod.state, pod.error, pod.started_at, pod.finished_at = "starting", "", time.time(), None

@@ -19,7 +19,7 @@ from typing import Any
 
 from hyper.errors import InvalidArgument
 from hyper.images.digest import Digest
-from hyper.model.pod import PodSpec, pod_from_dict
+from hyper.model.pod import PodSpec, check_name, pod_from_dict
 from hyper.model.restart import RestartPolicy
 from hyper.sandbox.nic import NetworkAttachment
 from hyper.volumes.attachment import Attachment
@@ -44,6 +44,8 @@ class ShimSpec:
     log: LogOptions = field(default_factory=LogOptions)
     volumes: tuple[Attachment, ...] = ()
     network: NetworkAttachment | None = None
+    tenant: str = ""
+    """The pod's tenant: it clones only its own tenant's templates when they are not shared."""
     images: dict[str, Digest] = field(default_factory=dict)
     """Container name -> the manifest digest its image had when the pod was created: the pod
     runs exactly those (an image name means something only within the pod's tenant)."""
@@ -59,6 +61,7 @@ class ShimSpec:
             "log": {"max_bytes": self.log.max_bytes, "max_files": self.log.max_files},
             "volumes": [v.to_dict() for v in self.volumes],
             "images": {name: str(digest) for name, digest in self.images.items()},
+            "tenant": self.tenant,
         }
 
     @classmethod
@@ -87,6 +90,7 @@ class ShimSpec:
             volumes=_volumes(data.get("volumes", [])),
             network=(NetworkAttachment.from_dict(data["network"]) if data.get("network") else None),
             images=_images(data.get("images", {}), pod),
+            tenant=_tenant(data.get("tenant", "")),
         )
 
 
@@ -106,6 +110,12 @@ def _images(data: Any, pod: PodSpec) -> dict[str, Digest]:
             raise InvalidArgument(f"{SPEC_NAME}: images names a container the pod has not")
         found[name] = Digest.parse(digest)
     return found
+
+
+def _tenant(data: Any) -> str:
+    if not isinstance(data, str):
+        raise InvalidArgument(f"{SPEC_NAME}: tenant must be a string")
+    return check_name(data, "tenant") if data else ""
 
 
 def _int(data: dict[str, Any], key: str, default: int, low: int, high: int) -> int:

@@ -183,6 +183,7 @@ class Supervisor:
             volumes=self.spec.volumes,
             network=self.spec.network,
             image_digests=self.spec.images,
+            tenant=self.spec.tenant,
         )
         await self.pod.start()
         self._status.vm_pid = self.pod.vm_pid
