@@ -3,8 +3,8 @@
 FastAPI (on Starlette and uvicorn) because it gives request validation and the OpenAPI document
 from the same typed code (``docs/api/openapi.json`` is generated from it and checked in CI), async
 handlers that stay responsive while pods boot, and websockets for stdio. Every handler translates
-HTTP into one service call; errors map to statuses by kind (:data:`STATUS`) with a body
-``{"kind": ..., "message": ...}`` the CLI turns back into the same error and exit code.
+HTTP into one service call; errors map to statuses by kind (:mod:`hyper.daemon.status`) with a
+body ``{"kind": ..., "message": ...}`` the CLI turns back into the same error and exit code.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from hyper import __version__, errors
 from hyper.daemon import images, networks, relay, templates, tenancy, views, volumes
 from hyper.daemon.auth import caller_of
 from hyper.daemon.schemas import ContainerCreate, Created, ExecConfig, PodCreate
+from hyper.daemon.status import error_response
 from hyper.model.mount import parse_mounts
 from hyper.model.pod import (
     ContainerSpec,
@@ -41,17 +42,6 @@ from hyper.shim.logs import LogEntry
 from hyper.state.db import ContainerRecord, PodRecord
 
 API_VERSION = "1"
-STATUS = {
-    "InvalidArgument": 400,
-    "Unauthenticated": 401,
-    "PermissionDenied": 403,
-    "NotFound": 404,
-    "AlreadyExists": 409,
-    "FailedPrecondition": 409,
-    "ProtocolError": 502,
-    "Unavailable": 503,
-    "Timeout": 504,
-}
 Ref = Annotated[str, Query(max_length=256)]
 Filters = Annotated[list[Annotated[str, Query(max_length=512)]], Query(alias="filter")]
 
@@ -75,8 +65,7 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(errors.HyperError)
     async def _hyper_error(request: Request, exc: errors.HyperError) -> JSONResponse:
-        kind = type(exc).__name__
-        return JSONResponse({"kind": kind, "message": str(exc)}, status_code=STATUS.get(kind, 500))
+        return error_response(exc)
 
     @app.exception_handler(ValidationError)
     async def _invalid(request: Request, exc: ValidationError) -> JSONResponse:

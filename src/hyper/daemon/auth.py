@@ -13,7 +13,6 @@ The operator alone may act in another tenant than its own, with :data:`TENANT_HE
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -22,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as AsgiScope
 
 from hyper import errors
+from hyper.daemon.status import error_response
 from hyper.service.caller import Caller
 from hyper.service.core import Services
 from hyper.tenancy.principal import Principal
@@ -52,7 +52,7 @@ class Identified:
             try:
                 principal = await self.identify(headers)
             except errors.HyperError as exc:
-                await _refuse(scope, send, exc)
+                await _refuse(scope, receive, send, exc)
                 return
             scope.setdefault("state", {})[_PRINCIPAL] = principal
         await self.app(scope, receive, send)
@@ -94,23 +94,15 @@ def caller_of(services: Services) -> Callable[[HTTPConnection], Caller]:
     return caller
 
 
-_STATUS = {"Unauthenticated": 401, "PermissionDenied": 403, "Unavailable": 503}
-
-
-async def _refuse(scope: AsgiScope, send: Send, exc: errors.HyperError) -> None:
-    kind = type(exc).__name__
-    status = _STATUS.get(kind, 502 if kind == "ProtocolError" else 500)
-    if kind not in _STATUS:
-        _log.warning("authentication failed: %s: %s", kind, exc)
+async def _refuse(scope: AsgiScope, receive: Receive, send: Send, exc: errors.HyperError) -> None:
+    if not isinstance(exc, errors.Unauthenticated | errors.PermissionDenied | errors.Unavailable):
+        _log.warning("authentication failed: %s: %s", type(exc).__name__, exc)
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:120]})
         return
-    body = json.dumps({"kind": kind, "message": str(exc)}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b'Bearer realm="hyperd"'))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    challenge = isinstance(exc, errors.Unauthenticated)
+    headers = {"WWW-Authenticate": 'Bearer realm="hyperd"'} if challenge else None
+    await error_response(exc, headers)(scope, receive, send)
 
 
 def as_operator(app: ASGIApp, tenant: str = "default") -> Identified:

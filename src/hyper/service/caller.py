@@ -41,15 +41,19 @@ class Caller:
     def is_operator(self) -> bool:
         return self.principal.is_operator
 
+    def scope(self, action: Action) -> Scope:
+        """The tenants ``action`` may touch for this caller (PermissionDenied if none)."""
+        return scope(self.principal, action, self.tenant, every=self.every)
+
     def reads(self) -> Scope:
         """The scope of a lookup or a listing (any role of the tenant)."""
-        return scope(self.principal, Action.READ, self.tenant, every=self.every)
+        return self.scope(Action.READ)
 
     def writes(self) -> Scope:
         """The scope of a change, by a role that may change things: one tenant, or every
         tenant for an operator's ``--tenant '*'`` (an existing object says whose it is; a
         create takes :meth:`Scope.single`, which refuses every tenant)."""
-        return scope(self.principal, Action.WRITE, self.tenant, every=self.every)
+        return self.scope(Action.WRITE)
 
     def may(self, action: Action) -> None:
         """Raise PermissionDenied unless the caller may do ``action`` in its tenant."""

@@ -87,9 +87,8 @@ class ImageService:
     def forget_tenant(self, tenant: str) -> None:
         """A tenant is removed: its image names and its registry credentials go with it, so a
         tenant made later under the same name starts with none of them."""
-        self.store.tenant(tenant).forget()
-        if check_tenant(tenant) != DEFAULT_TENANT:
-            (self.settings.paths.state_dir / "auth" / f"{tenant}.json").unlink(missing_ok=True)
+        self.store.tenant(tenant).forget()  # refuses the default tenant, which stays
+        self.auth(tenant).path.unlink(missing_ok=True)
 
     def client(
         self, registry: str, tenant: str, credentials: Credentials | None = None

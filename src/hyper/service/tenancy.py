@@ -115,7 +115,7 @@ class TenancyService:
         return self.keys.create(tenant, role, name=name, expires_at=expires_at)
 
     def list_keys(self, caller: Caller, *, revoked: bool = False) -> list[KeyRecord]:
-        found = self._scope(caller, Action.KEYS)
+        found = caller.scope(Action.KEYS)
         return self.keys.list(found.tenant, revoked=revoked)
 
     def revoke_key(self, caller: Caller, key_id: str) -> KeyRecord:
@@ -123,7 +123,7 @@ class TenancyService:
         one). A key of another tenant is not found."""
         if caller.is_operator and caller.tenant is None:
             return self.keys.revoke(None, key_id)
-        return self.keys.revoke(self._scope(caller, Action.KEYS).single(), key_id)
+        return self.keys.revoke(caller.scope(Action.KEYS).single(), key_id)
 
     # ------------------------------------------------------------ quotas and usage
 
@@ -143,7 +143,7 @@ class TenancyService:
 
     def usage(self, caller: Caller, since: float, until: float | None = None) -> UsageReport:
         """The usage of the caller's tenant (an operator's: any tenant, or every tenant)."""
-        return self.ledger.report(self._scope(caller, Action.USAGE_READ), since, until)
+        return self.ledger.report(caller.scope(Action.USAGE_READ), since, until)
 
     def metrics(self, caller: Caller) -> str:
         """Every tenant's usage (since the ledger began) and quotas, for Prometheus."""
@@ -153,9 +153,6 @@ class TenancyService:
         return prometheus.render(report.by_tenant(), {t: self.quotas.show(t) for t in names})
 
     # ------------------------------------------------------------ internals
-
-    def _scope(self, caller: Caller, action: Action) -> Scope:
-        return scope(caller.principal, action, caller.tenant, every=caller.every)
 
     def _one_tenant(self, caller: Caller) -> str:
         if caller.every:
@@ -171,12 +168,7 @@ def _owned(tx: sqlite3.Connection, tenant: str) -> str:
     """What ``tenant`` still owns, e.g. "2 pods, 1 volume" ("" when nothing): run inside the
     transaction that removes the tenant, so nothing can be created in between."""
     parts = []
-    for table, noun in OWNED:
-        exists = tx.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-        ).fetchone()
-        if exists is None:
-            continue
+    for table, noun in OWNED:  # hyperd's schema has them all (state/db.py's migrations)
         count = int(tx.execute(f"SELECT COUNT(*) FROM {table} WHERE tenant = ?", (tenant,))
                     .fetchone()[0])  # fmt: skip
         if count:

@@ -22,6 +22,7 @@ from typing import Any
 
 from hyper import errors
 from hyper.state import volumes
+from hyper.state.scope import tenant_clause
 
 SCHEMA_VERSION = 4
 _SCHEMA = """
@@ -308,7 +309,7 @@ class Database:
     def pods(self, tenant: str | None) -> list[PodRecord]:
         """The pods of ``tenant``; of every tenant with None (hyperd's own sweeps, or an
         operator's listing: the service layer decides, from the caller's scope)."""
-        where, params = _tenant_clause(tenant)
+        where, params = tenant_clause(tenant)
         rows = self._db.execute(
             f"SELECT * FROM pods WHERE {where} ORDER BY created_at", params
         ).fetchall()
@@ -322,7 +323,7 @@ class Database:
 
     def pod(self, pod_id: str, tenant: str | None) -> PodRecord | None:
         """The pod ``pod_id`` if it belongs to ``tenant`` (any tenant's with None)."""
-        where, params = _tenant_clause(tenant)
+        where, params = tenant_clause(tenant)
         row = self._db.execute(
             f"SELECT * FROM pods WHERE id = ? AND {where}", (pod_id, *params)
         ).fetchone()
@@ -334,7 +335,7 @@ class Database:
         return _pod(row, [_container(c) for c in found])
 
     def pod_of_container(self, container_id: str, tenant: str | None) -> PodRecord | None:
-        where, params = _tenant_clause(tenant)
+        where, params = tenant_clause(tenant)
         row = self._db.execute(
             f"SELECT pod_id FROM containers WHERE id = ? AND {where}", (container_id, *params)
         ).fetchone()
@@ -357,10 +358,6 @@ class Database:
             (image_id, tenant),
         ).fetchone()
         return row is not None
-
-
-def _tenant_clause(tenant: str | None) -> tuple[str, tuple[str, ...]]:
-    return ("1 = 1", ()) if tenant is None else ("tenant = ?", (tenant,))
 
 
 def _insert(table: str, columns: list[str]) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from hyper import errors
 from hyper.state.db import Database
+from hyper.state.scope import tenant_clause
 
 
 @dataclass
@@ -72,7 +73,7 @@ class NetworkStore:
 
     def networks(self, tenant: str | None) -> list[NetworkRecord]:
         """A tenant's networks; every tenant's with ``None``."""
-        clause, params = _tenant_clause(tenant)
+        clause, params = tenant_clause(tenant)
         rows = self.db.query(f"SELECT * FROM networks WHERE {clause} ORDER BY created_at", params)
         return [_network(row) for row in rows]
 
@@ -80,7 +81,7 @@ class NetworkStore:
         """The network of ``tenant`` (any tenant's with ``None``) with this name, id or id
         prefix (6 characters at least); None if there is none. A name that several tenants use
         is ambiguous for ``None``: InvalidArgument."""
-        clause, params = _tenant_clause(tenant)
+        clause, params = tenant_clause(tenant)
         rows = self.db.query(
             f"SELECT * FROM networks WHERE {clause} AND (name = ? OR id = ?)",
             (*params, name_or_id, name_or_id),
@@ -151,14 +152,9 @@ class NetworkStore:
 
     def fips(self, tenant: str | None) -> list[FipRecord]:
         """A tenant's floating IPs; every tenant's with ``None``."""
-        clause, params = _tenant_clause(tenant)
+        clause, params = tenant_clause(tenant)
         rows = self.db.query(f"SELECT * FROM fips WHERE {clause} ORDER BY address", params)
         return [FipRecord(r["address"], r["tenant"], r["pod_id"], r["created_at"]) for r in rows]
-
-
-def _tenant_clause(tenant: str | None) -> tuple[str, tuple[str, ...]]:
-    """The WHERE clause of a tenant's rows (every tenant's with None), and its parameters."""
-    return ("1 = 1", ()) if tenant is None else ("tenant = ?", (tenant,))
 
 
 def _network(row: sqlite3.Row) -> NetworkRecord:

@@ -3,8 +3,9 @@
 The tables live in the same SQLite file as the pods (:mod:`hyper.state.db` creates them in
 its migration to schema 3), so that a pod and the volumes it references change in one
 transaction. Every listing and lookup takes the tenant (``None``: every tenant, for an
-operator's listing and hyperd's own sweeps), put in its WHERE clause by :func:`_tenant_clause`:
-a tenant never learns whether another tenant's volume exists. Names are unique per tenant
+operator's listing and hyperd's own sweeps), put in its WHERE clause by
+:func:`~hyper.state.scope.tenant_clause`: a tenant never learns whether another tenant's volume
+exists. Names are unique per tenant
 (``UNIQUE (tenant, name)``). ``pod_volumes`` rows go with their pod (``ON DELETE CASCADE``); a
 volume that a pod references cannot be deleted (a foreign key, checked by SQLite, not only by
 us).
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from hyper import errors
+from hyper.state.scope import tenant_clause
 
 if TYPE_CHECKING:
     from hyper.state.db import Database
@@ -117,7 +119,7 @@ class VolumeTables:
 
     def volumes(self, tenant: str | None) -> list[VolumeRecord]:
         """A tenant's volumes; every tenant's with ``None``."""
-        clause, params = _tenant_clause(tenant)
+        clause, params = tenant_clause(tenant)
         rows = self._rows(f"SELECT * FROM volumes WHERE {clause} ORDER BY created_at", *params)
         return [VolumeRecord(**{c: r[c] for c in _VOLUME}) for r in rows]
 
@@ -149,7 +151,7 @@ class VolumeTables:
 
     def snapshots(self, tenant: str | None, volume_id: str | None = None) -> list[SnapshotRecord]:
         """A tenant's snapshots (every tenant's with ``None``), or those of one volume."""
-        clause, params = _tenant_clause(tenant)
+        clause, params = tenant_clause(tenant)
         if volume_id is None:
             rows = self._rows(
                 f"SELECT * FROM snapshots WHERE {clause} ORDER BY created_at", *params
@@ -187,11 +189,6 @@ class VolumeTables:
 
     def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
         return self._db.query(sql, args)
-
-
-def _tenant_clause(tenant: str | None) -> tuple[str, tuple[str, ...]]:
-    """The WHERE clause of a tenant's rows (every tenant's with None), and its parameters."""
-    return ("1 = 1", ()) if tenant is None else ("tenant = ?", (tenant,))
 
 
 def _insert(table: str, columns: list[str]) -> str:

@@ -19,7 +19,7 @@ from hyper import errors
 from hyper.tenancy import accesskey
 from hyper.tenancy.principal import Principal, Role
 from hyper.tenancy.tenants import TenantStore, check_tenant
-from hyper.tenancy.transaction import check_autocommit, immediate
+from hyper.tenancy.transaction import immediate, open_tables
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS tenancy_keys (
@@ -79,12 +79,9 @@ class KeyStore:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._db = check_autocommit(conn)
+        self._db = open_tables(conn, SCHEMA)
         del tenants  # taken so that its table, which authenticate() joins, exists
         self._clock = clock
-        with immediate(self._db) as tx:
-            for statement in SCHEMA:
-                tx.execute(statement)
 
     def create(
         self, tenant: str, role: Role, *, name: str = "", expires_at: float | None = None

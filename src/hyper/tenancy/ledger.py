@@ -22,7 +22,7 @@ from hyper import errors
 from hyper.tenancy.metering import Event, Kind, UsageEvent, UsageReport, compute
 from hyper.tenancy.principal import Scope
 from hyper.tenancy.tenants import check_tenant
-from hyper.tenancy.transaction import check_autocommit, immediate
+from hyper.tenancy.transaction import immediate, open_tables
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS tenancy_usage_events (
@@ -50,11 +50,8 @@ MAX_ID = 256
 
 class UsageLedger:
     def __init__(self, conn: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> None:
-        self._db = check_autocommit(conn)
+        self._db = open_tables(conn, SCHEMA)
         self._clock = clock
-        with immediate(self._db) as tx:
-            for statement in SCHEMA:
-                tx.execute(statement)
 
     def start(
         self,

@@ -23,7 +23,7 @@ from typing import Any
 
 from hyper import errors
 from hyper.tenancy.tenants import check_tenant
-from hyper.tenancy.transaction import check_autocommit, immediate
+from hyper.tenancy.transaction import immediate, open_tables
 
 RESOURCES = ("pods", "vcpus", "memory_mb", "volume_bytes", "snapshots", "fips", "networks")
 UNLIMITED = -1
@@ -105,12 +105,9 @@ class QuotaStore:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._db = check_autocommit(conn)
+        self._db = open_tables(conn, SCHEMA)
         self._defaults = {r: UNLIMITED for r in RESOURCES} | check_amounts(defaults, limits=True)
         self._clock = clock
-        with immediate(self._db) as tx:
-            for statement in SCHEMA:
-                tx.execute(statement)
 
     # ------------------------------------------------------------ limits
 

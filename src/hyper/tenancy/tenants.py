@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from hyper import errors
 from hyper.model.pod import check_name
-from hyper.tenancy.transaction import check_autocommit, immediate
+from hyper.tenancy.transaction import immediate, open_tables
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS tenancy_tenants (
@@ -48,11 +48,8 @@ def check_tenant(name: object) -> str:
 
 class TenantStore:
     def __init__(self, conn: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> None:
-        self._db = check_autocommit(conn)
+        self._db = open_tables(conn, SCHEMA)
         self._clock = clock
-        with immediate(self._db) as tx:
-            for statement in SCHEMA:
-                tx.execute(statement)
 
     def create(self, name: str, *, description: str = "", source: str = "local") -> TenantRecord:
         record = _record(name, description, source, self._clock())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from hyper import errors
 
@@ -20,6 +20,16 @@ def check_autocommit(conn: sqlite3.Connection) -> sqlite3.Connection:
     (hyperd's :class:`~hyper.state.db.Database` opens its connection so)."""
     if conn.isolation_level is not None:
         raise errors.Internal("the tenancy stores need a connection with isolation_level=None")
+    return conn
+
+
+def open_tables(conn: sqlite3.Connection, schema: Iterable[str]) -> sqlite3.Connection:
+    """``conn`` (checked by :func:`check_autocommit`) with a store's tables made if missing,
+    all of them or none."""
+    check_autocommit(conn)
+    with immediate(conn) as tx:
+        for statement in schema:
+            tx.execute(statement)
     return conn
 
 
