@@ -183,6 +183,8 @@ def test_another_tenants_objects_answer_as_missing_and_nothing_leaks(
         before = bob.ok(bob.get("/containers/bobsecret"))
         assert before["running"] and before["tenant"] == "bob"
         cid, pod_id = before["id"], before["pod"]["id"]
+        # the container's start is the guest's, known when start returns: not the VM's boot
+        assert before["started_at"] > bob.ok(bob.get(f"/pods/{pod_id}"))["started_at"]
         bob_keys = bob.ok(bob.get("/keys"))
         secrets_of_bob = {
             cid,

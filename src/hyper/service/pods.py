@@ -360,8 +360,11 @@ class PodService:
         self._live[pod.id] = live
         pod.shim_pid, pod.vm_pid = live.pid, ready.get("vm_pid")
         pod.state = "running"
-        for container in pod.containers:
-            container.state, container.started_at = "running", pod.started_at
+        launched = _containers_of(_read_status(directory))
+        for container in pod.containers:  # when each started in the guest, as its supervisor saw
+            entry = launched.get(container.local_name)
+            seen = entry.get("started_at") if isinstance(entry, dict) else None
+            container.state, container.started_at = "running", _number(seen, pod.started_at)
         self._save(pod)
         self._publish(pod, "start")
         live.watcher = asyncio.create_task(self._watch(pod.id, live), name=f"watch-{pod.name}")
@@ -834,9 +837,7 @@ def _merge_status(pod: PodRecord, status: dict[str, Any]) -> None:
         pod.status_version = version
     if isinstance(status.get("vm_pid"), int):
         pod.vm_pid = status["vm_pid"]
-    containers = status.get("containers", {})
-    if not isinstance(containers, dict):
-        return
+    containers = _containers_of(status)
     for container in pod.containers:
         entry = containers.get(container.local_name)
         if not isinstance(entry, dict):
@@ -851,6 +852,11 @@ def _merge_status(pod: PodRecord, status: dict[str, Any]) -> None:
         container.error = str(entry.get("error") or "")[:4096]
         container.started_at = _number(entry.get("started_at"), container.started_at)
         container.finished_at = _number(entry.get("finished_at"), container.finished_at)
+
+
+def _containers_of(status: dict[str, Any] | None) -> dict[str, Any]:
+    containers = (status or {}).get("containers")
+    return containers if isinstance(containers, dict) else {}
 
 
 def _number(value: Any, default: float | None) -> float | None:
