@@ -48,6 +48,14 @@ class Internal(HyperError):
     """A bug or an unexpected failure of the host."""
 
 
+class ResourceExhausted(HyperError):
+    """The caller asked too often (e.g. with refused credentials); it may retry later."""
+
+    def __init__(self, message: str, retry_after: float = 0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds after which a retry may succeed (0: unknown)
+
+
 class Unauthenticated(HyperError):
     """The peer (a registry) wants credentials, or refused the ones given."""
 

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from hyper.config.settings import from_dict
 from hyper.daemon.app import create_app
 from hyper.daemon.auth import TENANT_HEADER, Identified, as_operator
 from hyper.service.core import Services
@@ -87,3 +88,42 @@ def test_templates_are_the_operators(services):
         answer = client.request(method, path, headers=admin)
         assert answer.status_code == 403, (path, answer.text)
     assert TestClient(as_operator(create_app(services))).get("/v1/templates").status_code == 200
+
+
+def test_an_address_that_presents_too_many_refused_credentials_is_answered_429(tmp_path):
+    """Each refused key costs a hash: after ``tenancy.refused_credentials`` of them, the
+    address is turned away before any, even with a good key; other addresses are not."""
+    settings = from_dict(
+        {
+            "paths": {"state_dir": str(tmp_path / "state"), "run_dir": str(tmp_path / "run")},
+            "tenancy": {"refused_credentials": 3, "refused_credentials_window": 60},
+        }
+    )
+    services = Services.build(settings)
+    try:
+        services.tenancy.tenants.create("alice")
+        good = _key(services, "alice", Role.ADMIN)
+        app = Identified(create_app(services), services.tenancy.authenticator.authenticate)
+        guesser = TestClient(app, client=("192.0.2.7", 40000))
+        wrong = {"Authorization": "Bearer hk_" + "0" * 16 + "_" + "0" * 48}
+        assert guesser.get("/v1/pods", headers=good).status_code == 200
+        for _ in range(3):
+            assert guesser.get("/v1/pods", headers=wrong).status_code == 401
+        for headers in (wrong, good):
+            answer = guesser.get("/v1/pods", headers=headers)
+            assert answer.status_code == 429, answer.text
+            assert answer.json()["kind"] == "ResourceExhausted"
+            assert answer.headers["retry-after"] == "20"
+        exec_ = "/v1/containers/x/exec"
+        with (
+            pytest.raises(WebSocketDisconnect) as closed,
+            guesser.websocket_connect(exec_, headers=good),
+        ):
+            pass
+        assert closed.value.code == 1008 and "retry in" in closed.value.reason
+        # no credential at all costs nothing and is not counted; it is still a 401
+        assert guesser.get("/v1/pods").status_code == 401
+        other = TestClient(app, client=("192.0.2.8", 40000))
+        assert other.get("/v1/pods", headers=good).status_code == 200
+    finally:
+        services.db.close()

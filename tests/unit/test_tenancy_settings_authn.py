@@ -40,7 +40,15 @@ def test_bad_keystone_settings_are_refused(bad: dict[str, object]) -> None:
         KeystoneSettings(**bad).validate()  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("bad", [{"default_tenant": "a b"}, {"quota_pods": -2}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"default_tenant": "a b"},
+        {"quota_pods": -2},
+        {"refused_credentials": -1},
+        {"refused_credentials_window": 0},
+    ],
+)
 def test_bad_tenancy_settings_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(errors.InvalidArgument):
         TenancySettings(**bad).validate()  # type: ignore[arg-type]

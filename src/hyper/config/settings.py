@@ -223,6 +223,11 @@ class TenancySettings:
     quota_snapshots: int = 100
     quota_fips: int = 10
     quota_networks: int = 20
+    refused_credentials: int = 20
+    """Refused credentials (keys, Keystone tokens) one address may present over TCP per
+    ``refused_credentials_window`` seconds; then it is answered 429 until it may retry. 0: no
+    limit."""
+    refused_credentials_window: float = 60.0
 
     def quota_defaults(self) -> dict[str, int]:
         return {name: getattr(self, f"quota_{name}") for name in _QUOTAS}
@@ -233,6 +238,10 @@ class TenancySettings:
         for name, value in self.quota_defaults().items():
             if not -1 <= value <= 1 << 62:
                 raise InvalidArgument(f"tenancy.quota_{name} must be -1 (unlimited) or more")
+        if not 0 <= self.refused_credentials <= 1 << 20:
+            raise InvalidArgument("tenancy.refused_credentials must be 0 (no limit) or more")
+        if not 1 <= self.refused_credentials_window <= 86400:
+            raise InvalidArgument("tenancy.refused_credentials_window must be 1..86400 seconds")
         return self
 
 

@@ -32,12 +32,13 @@ EVERY_TENANT = "*"
 _PRINCIPAL = "principal"
 _log = logging.getLogger(__name__)
 
-Identify = Callable[[Mapping[str, str]], Awaitable[Principal]]
+Identify = Callable[[Mapping[str, str], str], Awaitable[Principal]]
+"""``(headers with lower-case names, the client's address)`` to the caller's principal."""
 
 
 class Identified:
     """ASGI middleware: ``identify(headers)`` gives the principal of every HTTP request and
-    websocket, or an error answered at once (401, 403 or 503; a websocket is closed, 1008)."""
+    websocket, or an error answered at once (401, 403, 429 or 503; a websocket is closed, 1008)."""
 
     def __init__(self, app: ASGIApp, identify: Identify) -> None:
         self.app = app
@@ -49,8 +50,9 @@ class Identified:
                 name.decode("latin-1").lower(): value.decode("latin-1")
                 for name, value in scope.get("headers", ())
             }
+            client = scope.get("client") or ("", 0)
             try:
-                principal = await self.identify(headers)
+                principal = await self.identify(headers, str(client[0]))
             except errors.HyperError as exc:
                 await _refuse(scope, receive, send, exc)
                 return
@@ -61,7 +63,7 @@ class Identified:
 def local_operator(tenant: str) -> Identify:
     principal = Principal.local_operator(tenant)
 
-    async def identify(headers: Mapping[str, str]) -> Principal:
+    async def identify(headers: Mapping[str, str], peer: str) -> Principal:
         return principal
 
     return identify
@@ -95,14 +97,20 @@ def caller_of(services: Services) -> Callable[[HTTPConnection], Caller]:
 
 
 async def _refuse(scope: AsgiScope, receive: Receive, send: Send, exc: errors.HyperError) -> None:
-    if not isinstance(exc, errors.Unauthenticated | errors.PermissionDenied | errors.Unavailable):
+    expected = errors.Unauthenticated | errors.PermissionDenied | errors.Unavailable
+    if isinstance(exc, errors.ResourceExhausted):
+        _log.warning("refused credentials: %s (%s)", exc, (scope.get("client") or ("?",))[0])
+    elif not isinstance(exc, expected):
         _log.warning("authentication failed: %s: %s", type(exc).__name__, exc)
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1008, "reason": str(exc)[:120]})
         return
-    challenge = isinstance(exc, errors.Unauthenticated)
-    headers = {"WWW-Authenticate": 'Bearer realm="hyperd"'} if challenge else None
-    await error_response(exc, headers)(scope, receive, send)
+    headers = {}
+    if isinstance(exc, errors.Unauthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="hyperd"'
+    if isinstance(exc, errors.ResourceExhausted) and exc.retry_after:
+        headers["Retry-After"] = str(int(exc.retry_after))
+    await error_response(exc, headers or None)(scope, receive, send)
 
 
 def as_operator(app: ASGIApp, tenant: str = "default") -> Identified:

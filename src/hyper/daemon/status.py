@@ -15,6 +15,7 @@ STATUS = {
     "NotFound": 404,
     "AlreadyExists": 409,
     "FailedPrecondition": 409,
+    "ResourceExhausted": 429,
     "ProtocolError": 502,
     "Unavailable": 503,
     "Timeout": 504,

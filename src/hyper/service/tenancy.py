@@ -31,6 +31,7 @@ from hyper.tenancy.policy import Action, require, require_grant, scope
 from hyper.tenancy.principal import Principal, Role, Scope
 from hyper.tenancy.quotas import QuotaLine, QuotaStore, Reservation
 from hyper.tenancy.tenants import TenantRecord, TenantStore, check_tenant
+from hyper.tenancy.throttle import RefusalThrottle
 
 OWNED = (("pods", "pod"), ("volumes", "volume"), ("snapshots", "snapshot"),
          ("networks", "network"), ("fips", "floating IP"))  # fmt: skip
@@ -50,7 +51,10 @@ class TenancyService:
         self.keystone = (
             KeystoneAuthenticator(settings.keystone) if settings.keystone.enabled else None
         )
-        self.authenticator = Authenticator(self.keys, self.tenants, self.keystone)
+        throttle = RefusalThrottle(
+            settings.tenancy.refused_credentials, settings.tenancy.refused_credentials_window
+        )
+        self.authenticator = Authenticator(self.keys, self.tenants, self.keystone, throttle)
         self.on_remove: list[Callable[[str], None]] = []
         """What else a removed tenant's name must lose (its image names, its credentials)."""
 

@@ -18,6 +18,7 @@ from hyper.tenancy.keys import KeyStore
 from hyper.tenancy.keystone import MAX_TOKEN, KeystoneAuthenticator
 from hyper.tenancy.principal import Principal
 from hyper.tenancy.tenants import TenantStore
+from hyper.tenancy.throttle import RefusalThrottle
 
 MISSING = (
     "hyperd needs a credential over TCP: an access key (`hyper config set`, --key or $HYPER_KEY)"
@@ -46,21 +47,29 @@ class Authenticator:
         keys: KeyStore,
         tenants: TenantStore,
         keystone: KeystoneAuthenticator | None = None,
+        throttle: RefusalThrottle | None = None,
     ) -> None:
         self._keys = keys
         self._tenants = tenants
         self._keystone = keystone
+        self._throttle = throttle or RefusalThrottle(0, 1)
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+    async def authenticate(self, headers: Mapping[str, str], peer: str = "") -> Principal:
         """The principal of the request's credential, or Unauthenticated (PermissionDenied
-        for a Keystone token whose roles grant nothing here)."""
+        for a Keystone token whose roles grant nothing here). ``peer``, the client's address,
+        is refused at once (ResourceExhausted) after too many refused credentials."""
         value = credential(headers)
         if not value:
             raise errors.Unauthenticated(MISSING)
-        if accesskey.looks_like(value):
-            return self._keys.authenticate(value)
-        if self._keystone is None:
-            raise errors.Unauthenticated("the credential is not a hyper access key")
-        principal = await self._keystone.authenticate(value)
+        self._throttle.check(peer)
+        try:
+            if accesskey.looks_like(value):
+                return self._keys.authenticate(value)
+            if self._keystone is None:
+                raise errors.Unauthenticated("the credential is not a hyper access key")
+            principal = await self._keystone.authenticate(value)
+        except errors.Unauthenticated:
+            self._throttle.refused(peer)
+            raise
         self._tenants.ensure(principal.tenant, source="keystone")
         return principal
