@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import wait_for
@@ -30,6 +31,17 @@ def _pod(hyper, name: str) -> dict[str, Any]:
 def _usage(hyper) -> dict[str, dict[str, Any]]:
     report = json.loads(_ok(hyper("usage", "--since", "1h", "--format", "json")))
     return {item["id"]: item for item in report["objects"]}
+
+
+def _metric(hyperd, name: str, tenant: str) -> float:
+    """One counter of hyperd's ``/metrics`` (over the unix socket: the operator)."""
+    transport = httpx.HTTPTransport(uds=str(hyperd.socket))
+    with httpx.Client(transport=transport, base_url="http://hyperd", timeout=60) as client:
+        answer = client.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    wanted = f'{name}{{tenant="{tenant}"}} '
+    [line] = [line for line in answer.text.splitlines() if line.startswith(wanted)]
+    return float(line.removeprefix(wanted))
 
 
 def _gone(pid: int) -> bool:
@@ -74,6 +86,12 @@ def test_a_pod_is_billed_for_the_seconds_it_ran_across_a_hyperd_crash(hyper, hyp
     short_ran = ended["finished_at"] - ended["started_at"]
     assert 20 <= short_ran < 50
     assert usage[ended["id"]]["seconds"] == pytest.approx(short_ran, abs=1.0)
+
+    # Prometheus' counter (summaries kept with the events) is the whole history's report
+    history = json.loads(_ok(hyper("usage", "--since", "0", "--format", "json")))["total"]
+    counter = _metric(hyperd, "hyper_usage_vcpu_seconds_total", "default")
+    assert counter == pytest.approx(history["vcpu_seconds"], abs=0.01)
+    assert counter >= billed["vcpu_seconds"]
 
     time.sleep(2)  # a stopped pod costs nothing more, and its record outlives the pod
     assert _usage(hyper)[stopped["id"]]["seconds"] == billed["seconds"]

@@ -174,6 +174,65 @@ def test_the_windowed_query_loses_nothing(tmp_path: Path, clock: Clock) -> None:
         assert got.vcpu_seconds == pytest.approx(expected.vcpu_seconds)
 
 
+def _random_history(ledger: UsageLedger, clock: Clock, seed: int) -> None:
+    """Starts, stops and resizes of pods, volumes and FIPs of three tenants, some still open."""
+    rng = random.Random(seed)
+    for step in range(300):
+        clock.now = T0 + step * 10 + rng.random()
+        tenant, obj = rng.choice(["alpha", "beta", "gamma"]), f"o{rng.randrange(8)}"
+        kind = [Kind.POD, Kind.VOLUME, Kind.FIP][int(obj[1:]) % 3]
+        if rng.random() < 0.6:
+            at = clock.now - rng.uniform(0, 30)  # recorded late, as after a restart of hyperd
+            if kind is Kind.POD:
+                memory = 256 * rng.randrange(1, 5)
+                ledger.start(tenant, obj, kind, at, vcpus=rng.randrange(1, 4), memory_mb=memory)
+            elif kind is Kind.VOLUME:
+                ledger.start(tenant, obj, kind, at, size=rng.randrange(1, 4) << 30)
+            else:
+                ledger.start(tenant, obj, kind, at)
+        else:
+            ledger.stop(tenant, obj, clock.now)
+
+
+def _assert_lifetime_is_the_report(ledger: UsageLedger, scope: Scope) -> None:
+    expected = ledger.report(scope, 0).by_tenant()
+    got = ledger.lifetime(scope)
+    assert got.keys() == expected.keys()
+    for tenant, amounts in expected.items():
+        for name, value in amounts.to_dict().items():
+            assert got[tenant].to_dict()[name] == pytest.approx(value, abs=1e-3), (tenant, name)
+
+
+def test_the_lifetime_sums_are_the_whole_report(tmp_path: Path, clock: Clock) -> None:
+    """What /metrics reads from the summaries equals the report over every event, now and
+    later, while intervals are still open."""
+    ledger = UsageLedger(connect(tmp_path / "db"), clock=clock)
+    _random_history(ledger, clock, seed=3)
+    assert ledger.running(ALL), "the history should leave intervals open"
+    for later in (0.0, 55.5, 3600.0):
+        clock.now += later
+        _assert_lifetime_is_the_report(ledger, ALL)
+        _assert_lifetime_is_the_report(ledger, Scope("beta"))
+    assert set(ledger.lifetime(Scope("beta"))) == {"beta"}
+
+
+def test_a_ledger_older_than_its_summaries_gets_them_built_once(
+    tmp_path: Path, clock: Clock
+) -> None:
+    conn = connect(tmp_path / "db")
+    ledger = UsageLedger(conn, clock=clock)
+    _random_history(ledger, clock, seed=4)
+    open_before = ledger.running(ALL)
+    conn.execute("DROP TABLE tenancy_usage_open")  # as a file of the previous version
+    conn.execute("DROP TABLE tenancy_usage_closed")
+    reopened = UsageLedger(conn, clock=clock)
+    assert reopened.running(ALL) == open_before
+    _assert_lifetime_is_the_report(reopened, ALL)
+    reopened.stop(open_before[0].tenant, open_before[0].object_id, clock.now)
+    assert UsageLedger(conn, clock=clock).running(ALL) == open_before[1:]  # not built again
+    _assert_lifetime_is_the_report(reopened, ALL)
+
+
 @pytest.mark.parametrize(
     ("call", "args"),
     [

@@ -152,9 +152,9 @@ class TenancyService:
     def metrics(self, caller: Caller) -> str:
         """Every tenant's usage (since the ledger began) and quotas, for Prometheus."""
         caller.may(Action.HOST)
-        report = self.ledger.report(scope(caller.principal, Action.USAGE_READ, every=True), 0.0)
+        usage = self.ledger.lifetime(scope(caller.principal, Action.USAGE_READ, every=True))
         names = [t.name for t in self.tenants.list()]
-        return prometheus.render(report.by_tenant(), {t: self.quotas.show(t) for t in names})
+        return prometheus.render(usage, {t: self.quotas.show(t) for t in names})
 
     # ------------------------------------------------------------ internals
 

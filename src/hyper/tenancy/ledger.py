@@ -9,6 +9,12 @@ what a row means comes from the rows before it, which :meth:`UsageLedger.start` 
 :meth:`UsageLedger.stop` check inside one ``BEGIN IMMEDIATE`` transaction so that the events of
 one object always alternate start, stop, start... and never overlap in time. Both are
 idempotent: hyperd may replay them after a restart.
+
+Two summaries are kept in the same transactions as the events, so that Prometheus' scrape of
+every tenant's usage since the beginning costs what the tenants and the open intervals cost,
+not what the whole history costs: the open intervals (``tenancy_usage_open``) and each
+tenant's sums over its closed ones (``tenancy_usage_closed``). A file whose events predate them
+gets them built once, from its events, when the ledger opens it.
 """
 
 from __future__ import annotations
@@ -16,14 +22,25 @@ from __future__ import annotations
 import math
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import fields
 
 from hyper import errors
-from hyper.tenancy.metering import Event, Kind, UsageEvent, UsageReport, compute
+from hyper.tenancy.metering import (
+    Amounts,
+    Event,
+    Kind,
+    UsageEvent,
+    UsageReport,
+    compute,
+    interval,
+    intervals,
+)
 from hyper.tenancy.principal import Scope
 from hyper.tenancy.tenants import check_tenant
 from hyper.tenancy.transaction import immediate, open_tables
 
+_AMOUNTS = [f.name for f in fields(Amounts)]
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS tenancy_usage_events (
         seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -41,6 +58,16 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS tenancy_usage_by_object"
     " ON tenancy_usage_events(tenant, object_id, seq)",
     "CREATE INDEX IF NOT EXISTS tenancy_usage_by_time ON tenancy_usage_events(tenant, at)",
+    """CREATE TABLE IF NOT EXISTS tenancy_usage_open (
+        tenant      TEXT NOT NULL,
+        object_id   TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        PRIMARY KEY (tenant, object_id)
+    ) WITHOUT ROWID""",
+    f"""CREATE TABLE IF NOT EXISTS tenancy_usage_closed (
+        tenant      TEXT PRIMARY KEY,
+        {", ".join(f"{name} REAL NOT NULL" for name in _AMOUNTS)}
+    )""",
 )
 _COLUMNS = "seq, tenant, object_id, kind, event, at, vcpus, memory_mb, bytes, name"
 MAX_SKEW = 300.0
@@ -52,6 +79,7 @@ class UsageLedger:
     def __init__(self, conn: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> None:
         self._db = open_tables(conn, SCHEMA)
         self._clock = clock
+        self._summarize()
 
     def start(
         self,
@@ -117,15 +145,29 @@ class UsageLedger:
     def running(self, scope: Scope) -> list[UsageEvent]:
         """The start events of the intervals still open: at hyperd's start, each one whose
         object no longer consumes must be stopped (with the time it stopped)."""
-        clause, params = scope.sql("e.tenant")
+        clause, params = scope.sql("o.tenant")
         rows = self._db.execute(
-            f"SELECT {_prefixed('e')} FROM tenancy_usage_events e WHERE {clause} AND e.seq ="
-            " (SELECT MAX(seq) FROM tenancy_usage_events l"
-            "  WHERE l.tenant = e.tenant AND l.object_id = e.object_id)"
-            " AND e.event = 'start' ORDER BY e.seq",
+            f"SELECT {_prefixed('e')} FROM tenancy_usage_open o"
+            f" JOIN tenancy_usage_events e ON e.seq = o.seq WHERE {clause} ORDER BY e.seq",
             params,
         ).fetchall()
         return [_event(row) for row in rows]
+
+    def lifetime(self, scope: Scope) -> dict[str, Amounts]:
+        """Each tenant's usage from the ledger's beginning to now (Prometheus' counters):
+        its closed intervals' sums and its open intervals so far. Tenants that consumed
+        nothing are left out, as in :meth:`report`."""
+        clause, params = scope.sql("tenant")
+        found: dict[str, Amounts] = {}
+        for tenant, *amounts in self._db.execute(
+            f"SELECT tenant, {', '.join(_AMOUNTS)} FROM tenancy_usage_closed WHERE {clause}",
+            params,
+        ):
+            found[str(tenant)] = Amounts(*map(float, amounts))
+        now = self._clock()
+        for started in self.running(scope):
+            found.setdefault(started.tenant, Amounts()).add(interval(started, now - started.at))
+        return {tenant: amounts for tenant, amounts in found.items() if amounts.seconds > 0}
 
     def events(self, scope: Scope, since: float, until: float) -> list[UsageEvent]:
         """Every event needed to compute the usage of ``[since, until)``: those of the objects
@@ -160,6 +202,35 @@ class UsageLedger:
             (like.tenant, like.object_id, like.kind.value, event.value, at, like.vcpus,
              like.memory_mb, like.bytes, like.name, self._clock()),
         )  # fmt: skip
+        if event is Event.START:
+            tx.execute(
+                "INSERT OR REPLACE INTO tenancy_usage_open (tenant, object_id, seq)"
+                " VALUES (?, ?, last_insert_rowid())",
+                (like.tenant, like.object_id),
+            )
+        else:  # ``like`` is the start this stop closes
+            tx.execute(
+                "DELETE FROM tenancy_usage_open WHERE tenant = ? AND object_id = ?",
+                (like.tenant, like.object_id),
+            )
+            _add_closed(tx, [(like, at)])
+
+    def _summarize(self) -> None:
+        """Build the summaries of a file whose events predate them (once: afterwards every
+        append keeps them, and a ledger with events always has an open or a closed row)."""
+        with immediate(self._db) as tx:
+            if tx.execute(
+                "SELECT EXISTS (SELECT 1 FROM tenancy_usage_events)"
+                " AND NOT EXISTS (SELECT 1 FROM tenancy_usage_open)"
+                " AND NOT EXISTS (SELECT 1 FROM tenancy_usage_closed)"
+            ).fetchone()[0]:
+                rows = tx.execute(f"SELECT {_COLUMNS} FROM tenancy_usage_events ORDER BY seq")
+                history = list(intervals(_event(row) for row in rows))
+                tx.executemany(
+                    "INSERT INTO tenancy_usage_open (tenant, object_id, seq) VALUES (?, ?, ?)",
+                    [(e.tenant, e.object_id, e.seq) for e, stopped in history if stopped is None],
+                )
+                _add_closed(tx, [(e, stopped) for e, stopped in history if stopped is not None])
 
     def _check_time(self, at: float) -> float:
         at = self._check_window(at)
@@ -188,6 +259,22 @@ def _last(tx: sqlite3.Connection, tenant: str, object_id: str) -> UsageEvent | N
         (tenant, object_id),
     ).fetchone()
     return None if row is None else _event(row)
+
+
+def _add_closed(tx: sqlite3.Connection, closed: Iterable[tuple[UsageEvent, float]]) -> None:
+    """Add intervals, ``(start, when it stopped)``, to their tenants' sums."""
+    sums: dict[str, Amounts] = {}
+    for started, stopped_at in closed:
+        sums.setdefault(started.tenant, Amounts()).add(interval(started, stopped_at - started.at))
+    tx.executemany(
+        f"INSERT INTO tenancy_usage_closed (tenant, {', '.join(_AMOUNTS)})"
+        f" VALUES (?{', ?' * len(_AMOUNTS)}) ON CONFLICT (tenant) DO UPDATE SET "
+        + ", ".join(f"{name} = {name} + excluded.{name}" for name in _AMOUNTS),
+        [
+            (tenant, *(getattr(amounts, name) for name in _AMOUNTS))
+            for tenant, amounts in sums.items()
+        ],
+    )
 
 
 def _prefixed(alias: str) -> str:

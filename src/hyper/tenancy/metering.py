@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -116,17 +116,39 @@ def compute(events: Iterable[UsageEvent], since: float, until: float) -> UsageRe
     if not (math.isfinite(since) and math.isfinite(until)) or until < since:
         raise ValueError(f"the window [{since}, {until}) is not one")
     usage: dict[tuple[str, str], ObjectUsage] = {}
+    for started, stopped_at in intervals(sorted(events, key=lambda e: e.seq)):
+        _account(usage, started, until if stopped_at is None else stopped_at, since, until)
+    return UsageReport(since, until, [u for u in usage.values() if u.amounts.seconds > 0])
+
+
+def intervals(events: Iterable[UsageEvent]) -> Iterator[tuple[UsageEvent, float | None]]:
+    """Each object's intervals, ``(its start event, when it stopped)``, from events in the
+    order they were recorded: the closed ones as they close, then the open ones (``None``)."""
     open_: dict[tuple[str, str], UsageEvent] = {}
-    for event in sorted(events, key=lambda e: e.seq):
+    for event in events:
         key = (event.tenant, event.object_id)
         started = open_.pop(key, None)
         if started is not None:
-            _account(usage, started, event.at, since, until)
+            yield started, event.at
         if event.event is Event.START:
             open_[key] = event
     for started in open_.values():
-        _account(usage, started, until, since, until)
-    return UsageReport(since, until, [u for u in usage.values() if u.amounts.seconds > 0])
+        yield started, None
+
+
+def interval(start: UsageEvent, seconds: float) -> Amounts:
+    """What ``start``'s object consumes in ``seconds`` (at most 0 is nothing)."""
+    if seconds <= 0:
+        return Amounts()
+    part = Amounts(seconds=seconds)
+    if start.kind is Kind.POD:
+        part.vcpu_seconds = start.vcpus * seconds
+        part.memory_gib_seconds = start.memory_mb / MIB_PER_GIB * seconds
+    elif start.kind is Kind.VOLUME:
+        part.volume_gib_seconds = start.bytes / GIB * seconds
+    else:
+        part.fip_seconds = seconds
+    return part
 
 
 def _account(
@@ -136,18 +158,7 @@ def _account(
     since: float,
     until: float,
 ) -> None:
-    seconds = min(stop_at, until) - max(start.at, since)
     key = (start.tenant, start.object_id)
     item = usage.setdefault(key, ObjectUsage(start.tenant, start.object_id, start.kind, start.name))
     item.name = start.name or item.name
-    if seconds <= 0:
-        return
-    part = Amounts(seconds=seconds)
-    if start.kind is Kind.POD:
-        part.vcpu_seconds = start.vcpus * seconds
-        part.memory_gib_seconds = start.memory_mb / MIB_PER_GIB * seconds
-    elif start.kind is Kind.VOLUME:
-        part.volume_gib_seconds = start.bytes / GIB * seconds
-    else:
-        part.fip_seconds = seconds
-    item.amounts.add(part)
+    item.amounts.add(interval(start, min(stop_at, until) - max(start.at, since)))
