@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -12,8 +13,10 @@ from hyper import errors
 from hyper.config.settings import KeystoneSettings, TenancySettings
 from hyper.tenancy.authn import Authenticator, credential
 from hyper.tenancy.keys import KeyStore
-from hyper.tenancy.principal import Role
+from hyper.tenancy.keystone import KeystoneAuthenticator
+from hyper.tenancy.principal import Principal, Role
 from hyper.tenancy.tenants import TenantStore
+from hyper.tenancy.throttle import RefusalThrottle
 
 
 def test_defaults_are_valid_and_keystone_is_off() -> None:
@@ -81,3 +84,32 @@ def test_access_keys_authenticate_and_other_credentials_need_keystone(tmp_path: 
             await authenticator.authenticate({"x-auth-token": "a-keystone-token"})
 
     asyncio.run(go())
+
+
+def test_keystone_tokens_of_no_use_count_as_refused_and_stop_reaching_keystone(
+    tmp_path: Path,
+) -> None:
+    """A valid token without a role of ours is 403, and costs Keystone a validation each time:
+    after ``limit`` of them, the address is turned away before Keystone is asked."""
+    conn = sqlite3.connect(tmp_path / "db", isolation_level=None)
+    tenants = TenantStore(conn)
+    asked: list[str] = []
+
+    class NoRoleKeystone:
+        async def authenticate(self, token: str) -> Principal:
+            asked.append(token)
+            raise errors.PermissionDenied("the token has no role of ours")
+
+    throttle = RefusalThrottle(2, 60)
+    keystone = cast(KeystoneAuthenticator, NoRoleKeystone())
+    authenticator = Authenticator(KeyStore(conn, tenants), tenants, keystone, throttle)
+
+    async def go() -> None:
+        for _ in range(2):
+            with pytest.raises(errors.PermissionDenied):
+                await authenticator.authenticate({"x-auth-token": "tok"}, "192.0.2.9")
+        with pytest.raises(errors.ResourceExhausted):
+            await authenticator.authenticate({"x-auth-token": "tok"}, "192.0.2.9")
+
+    asyncio.run(go())
+    assert asked == ["tok", "tok"]

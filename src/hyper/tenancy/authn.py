@@ -57,7 +57,8 @@ class Authenticator:
     async def authenticate(self, headers: Mapping[str, str], peer: str = "") -> Principal:
         """The principal of the request's credential, or Unauthenticated (PermissionDenied
         for a Keystone token whose roles grant nothing here). ``peer``, the client's address,
-        is refused at once (ResourceExhausted) after too many refused credentials."""
+        is refused at once (ResourceExhausted) after too many refused credentials, both kinds
+        counted: each costs a hash or a Keystone call."""
         value = credential(headers)
         if not value:
             raise errors.Unauthenticated(MISSING)
@@ -68,7 +69,7 @@ class Authenticator:
             if self._keystone is None:
                 raise errors.Unauthenticated("the credential is not a hyper access key")
             principal = await self._keystone.authenticate(value)
-        except errors.Unauthenticated:
+        except (errors.Unauthenticated, errors.PermissionDenied):
             self._throttle.refused(peer)
             raise
         self._tenants.ensure(principal.tenant, source="keystone")
