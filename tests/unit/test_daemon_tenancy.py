@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -198,6 +201,27 @@ def test_usage_is_scoped_and_shaped(host: Host) -> None:
     other = host.local.get("/v1/usage", headers={"X-Hyper-Tenant": "other"}).json()
     assert [o["id"] for o in other["objects"]] == ["vol-b"]
     assert other["total"]["volume_gib_seconds"] == 100.0
+
+
+def test_a_usage_report_is_computed_and_encoded_off_hyperds_event_loop(
+    host: Host, monkeypatch
+) -> None:
+    """Replaying a long history takes seconds: it must not stall every other request."""
+    ledger = host.services.tenancy.ledger
+    ledger.start("default", "pod-a", Kind.POD, 1000.0, vcpus=1, memory_mb=256)
+    report, threads = ledger.report, []
+
+    def in_a_worker(*args: Any) -> Any:
+        with pytest.raises(RuntimeError):  # no event loop runs in this thread
+            asyncio.get_running_loop()
+        threads.append(threading.get_ident())
+        return report(*args)
+
+    monkeypatch.setattr(ledger, "report", in_a_worker)
+    answer = host.local.get("/v1/usage", params={"until": 1100})
+    assert answer.status_code == 200 and answer.json()["total"]["seconds"] == 100.0
+    assert answer.headers["content-type"] == "application/json"
+    assert len(threads) == 1 and threads[0] != threading.get_ident()
 
 
 def test_metrics_are_for_the_operator(host: Host) -> None:

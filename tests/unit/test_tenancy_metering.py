@@ -3,6 +3,7 @@ restarts of hyperd, and the Prometheus exposition shows them."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import random
 import sqlite3
 from pathlib import Path
@@ -231,6 +232,30 @@ def test_a_ledger_older_than_its_summaries_gets_them_built_once(
     reopened.stop(open_before[0].tenant, open_before[0].object_id, clock.now)
     assert UsageLedger(conn, clock=clock).running(ALL) == open_before[1:]  # not built again
     _assert_lifetime_is_the_report(reopened, ALL)
+
+
+def test_reports_read_from_any_thread_while_hyperd_holds_the_write_lock(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """A report opens its own read-only connection (WAL): neither hyperd's open transaction
+    nor the thread it runs in stands in its way, and it sees only committed events."""
+    conn = connect(tmp_path / "db")
+    conn.execute("PRAGMA journal_mode=WAL")
+    ledger = UsageLedger(conn, clock=clock)
+    ledger.start("alpha", "p1", Kind.POD, T0 - 60, vcpus=1)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute(
+        "INSERT INTO tenancy_usage_events (tenant, object_id, kind, event, at, recorded_at)"
+        " VALUES ('alpha', 'p2', 'pod', 'start', ?, ?)",
+        (T0 - 60, T0),
+    )
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as worker:
+            report = worker.submit(ledger.report, ALL, 0).result(timeout=30)
+    finally:
+        conn.execute("ROLLBACK")
+    assert [item.object_id for item in report.objects] == ["p1"]
+    assert report.total.vcpu_seconds == pytest.approx(60)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,8 @@ A key's secret appears in one answer only: the one to the ``POST /v1/keys`` that
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -109,7 +111,7 @@ def router(services: Services) -> APIRouter:
         limits = body.model_dump(exclude_unset=True)
         return quota_view(tenant, tenancy.set_quota(caller(request), tenant, limits))
 
-    @api.get("/v1/usage")
+    @api.get("/v1/usage", response_model=dict[str, Any])
     async def usage(
         request: Request,
         since: Time = None,
@@ -117,9 +119,11 @@ def router(services: Services) -> APIRouter:
         tenant: Annotated[
             str | None, Query(max_length=63, description="a tenant, or * for every tenant")
         ] = None,
-    ) -> dict[str, Any]:
-        who = _in_tenant(caller(request), tenant)
-        return tenancy.usage(who, since or 0.0, until).to_dict()
+    ) -> Response:
+        report = await tenancy.usage(_in_tenant(caller(request), tenant), since or 0.0, until)
+        # encoded in a worker thread too: 100,000 objects take ~0.5 s
+        body = await asyncio.to_thread(lambda: json.dumps(report.to_dict()).encode())
+        return Response(body, media_type="application/json")
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> PlainTextResponse:

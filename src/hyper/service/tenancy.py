@@ -12,6 +12,7 @@ above its own role); a member may read its own tenant's quota and usage.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -145,9 +146,11 @@ class TenancyService:
         self.quotas.set_limits(tenant, limits)
         return self.quotas.show(tenant)
 
-    def usage(self, caller: Caller, since: float, until: float | None = None) -> UsageReport:
-        """The usage of the caller's tenant (an operator's: any tenant, or every tenant)."""
-        return self.ledger.report(caller.scope(Action.USAGE_READ), since, until)
+    async def usage(self, caller: Caller, since: float, until: float | None = None) -> UsageReport:
+        """The usage of the caller's tenant (an operator's: any tenant, or every tenant),
+        computed in a worker thread: a long history must not stall every other request."""
+        scope = caller.scope(Action.USAGE_READ)
+        return await asyncio.to_thread(self.ledger.report, scope, since, until)
 
     def metrics(self, caller: Caller) -> str:
         """Every tenant's usage (since the ledger began) and quotas, for Prometheus."""

@@ -19,11 +19,13 @@ gets them built once, from its events, when the ledger opens it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
+from pathlib import Path
 
 from hyper import errors
 from hyper.tenancy.metering import (
@@ -78,6 +80,7 @@ MAX_ID = 256
 class UsageLedger:
     def __init__(self, conn: sqlite3.Connection, *, clock: Callable[[], float] = time.time) -> None:
         self._db = open_tables(conn, SCHEMA)
+        self._path = str(conn.execute("PRAGMA database_list").fetchone()[2] or "")
         self._clock = clock
         self._summarize()
 
@@ -171,29 +174,47 @@ class UsageLedger:
 
     def events(self, scope: Scope, since: float, until: float) -> list[UsageEvent]:
         """Every event needed to compute the usage of ``[since, until)``: those of the objects
-        with an event in the window, or with an interval open when it begins."""
+        with an event in the window, or with an interval open when it begins. Safe to call
+        from another thread than the ledger's (see :meth:`_reader`)."""
         clause, params = scope.sql("tenant")
-        rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM tenancy_usage_events WHERE {clause} AND at < ?"
-            " AND (tenant, object_id) IN ("
-            f"  SELECT tenant, object_id FROM tenancy_usage_events WHERE {clause} AND at >= ?"
-            "   UNION"
-            f"  SELECT tenant, object_id FROM tenancy_usage_events WHERE {clause} AND at < ?"
-            "   GROUP BY tenant, object_id"
-            "   HAVING SUM(event = 'start') > SUM(event = 'stop')"
-            ") ORDER BY seq",
-            (*params, until, *params, since, *params, since),
-        ).fetchall()
+        with self._reader() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM tenancy_usage_events WHERE {clause} AND at < ?"
+                " AND (tenant, object_id) IN ("
+                f"  SELECT tenant, object_id FROM tenancy_usage_events WHERE {clause} AND at >= ?"
+                "   UNION"
+                f"  SELECT tenant, object_id FROM tenancy_usage_events WHERE {clause} AND at < ?"
+                "   GROUP BY tenant, object_id"
+                "   HAVING SUM(event = 'start') > SUM(event = 'stop')"
+                ") ORDER BY seq",
+                (*params, until, *params, since, *params, since),
+            ).fetchall()
         return [_event(row) for row in rows]
 
     def report(self, scope: Scope, since: float, until: float | None = None) -> UsageReport:
-        """The usage of ``scope`` in ``[since, until)``, ``until`` at most now."""
+        """The usage of ``scope`` in ``[since, until)``, ``until`` at most now. A long history
+        takes seconds to replay: a server calls this in a worker thread (it may)."""
         now = self._clock()
         end = now if until is None else min(until, now)
         start = min(self._check_window(since), end)
         return compute(self.events(scope, start, end), start, end)
 
     # ------------------------------------------------------------ internals
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A connection to read with from any thread: a read-only one of its own to the
+        ledger's file (WAL lets it read while hyperd writes), or the ledger's own connection
+        when the database is not a file."""
+        if not self._path:
+            yield self._db
+            return
+        reader = sqlite3.connect(f"{Path(self._path).as_uri()}?mode=ro", uri=True)
+        try:
+            reader.execute("PRAGMA busy_timeout=30000")
+            yield reader
+        finally:
+            reader.close()
 
     def _append(self, tx: sqlite3.Connection, like: UsageEvent, event: Event, at: float) -> None:
         tx.execute(
