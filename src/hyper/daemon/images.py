@@ -19,7 +19,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -74,10 +74,9 @@ def router(services: Services) -> APIRouter:
             image = images.pull(who, reference, progress)
             return {"reference": ref.familiar, "digest": str(image.digest), "id": image.id}
 
-        async def done(result: dict[str, Any]) -> None:
-            publish(tenant, "pull", result["reference"], result["digest"])
-
-        return _progress_stream(work, done)
+        return _progress_stream(
+            work, lambda r: publish(tenant, "pull", r["reference"], r["digest"])
+        )
 
     @api.post("/images/{reference:path}/push")
     async def push(reference: str, http: Request) -> StreamingResponse:
@@ -89,10 +88,9 @@ def router(services: Services) -> APIRouter:
             result = images.push(who, reference, progress)
             return {"reference": ref.familiar, "digest": str(result.digest), "size": result.size}
 
-        async def done(result: dict[str, Any]) -> None:
-            publish(tenant, "push", result["reference"], result["digest"])
-
-        return _progress_stream(work, done)
+        return _progress_stream(
+            work, lambda r: publish(tenant, "push", r["reference"], r["digest"])
+        )
 
     @api.get("/images/{reference:path}/json")
     async def inspect_image(reference: str, http: Request) -> dict[str, Any]:
@@ -207,9 +205,10 @@ def _temporary(directory: Path, prefix: str, suffix: str) -> Path:
 
 def _progress_stream(
     work: Callable[[ProgressCallback], dict[str, Any]],
-    done: Callable[[dict[str, Any]], Awaitable[None]],
+    done: Callable[[dict[str, Any]], None],
 ) -> StreamingResponse:
-    """Run ``work`` in a thread; stream its progress, then its result or its error, as NDJSON.
+    """Run ``work`` in a thread; stream its progress, then its result or its error, as NDJSON;
+    ``done`` is told the result (on the event loop) before the client is.
 
     Progress comes from the download threads: it is throttled per layer and handed to the event
     loop. A client that goes away does not cancel the work (a pull finishes, like docker's).
@@ -232,7 +231,7 @@ def _progress_stream(
     async def run() -> None:
         try:
             result = await asyncio.to_thread(work, progress)
-            await done(result)
+            done(result)
             queue.put_nowait(_line({"result": result}))
         except errors.HyperError as exc:
             queue.put_nowait(_line({"error": {"kind": type(exc).__name__, "message": str(exc)}}))
