@@ -6,11 +6,15 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 
 from hyper.config.settings import from_dict
+from hyper.daemon.app import create_app
+from hyper.daemon.auth import Identified
 from hyper.service.core import Services
 from hyper.service.tenancy import TenancyService
 from hyper.state.db import Database
+from hyper.tenancy.principal import Role
 
 
 def _no_network(request: httpx.Request) -> httpx.Response:
@@ -42,3 +46,19 @@ def services(tmp_path) -> Iterator[Services]:
     built.tenancy.tenants.create("bob")
     yield built
     built.db.close()
+
+
+def tcp_app(services: Services) -> Identified:
+    """hyperd's app as its TCP listener serves it: every request authenticated by its key."""
+    return Identified(create_app(services), services.tenancy.authenticator.authenticate)
+
+
+@pytest.fixture()
+def tcp(services: Services) -> TestClient:
+    """A client of :func:`tcp_app` (with no credential of its own)."""
+    return TestClient(tcp_app(services))
+
+
+def bearer(services: Services, tenant: str, role: Role) -> dict[str, str]:
+    """The header of a new access key of ``role`` in ``tenant``."""
+    return {"Authorization": f"Bearer {services.tenancy.keys.create(tenant, role).key}"}

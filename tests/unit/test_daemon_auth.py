@@ -9,22 +9,14 @@ from starlette.websockets import WebSocketDisconnect
 
 from hyper.config.settings import from_dict
 from hyper.daemon.app import create_app
-from hyper.daemon.auth import TENANT_HEADER, Identified, as_operator
+from hyper.daemon.auth import TENANT_HEADER, as_operator
 from hyper.service.core import Services
 from hyper.tenancy.principal import Role
-
-
-def _tcp(services: Services) -> TestClient:
-    return TestClient(Identified(create_app(services), services.tenancy.authenticator.authenticate))
-
-
-def _key(services: Services, tenant: str, role: Role) -> dict[str, str]:
-    key = services.tenancy.keys.create(tenant, role).key
-    return {"Authorization": f"Bearer {key}"}
+from tests.unit.conftest import bearer, tcp_app
 
 
 def test_tcp_refuses_requests_without_a_valid_credential(services):
-    client = _tcp(services)
+    client = TestClient(tcp_app(services))
     for headers in ({}, {"Authorization": "Basic eDp5"}, {"Authorization": "Bearer hk_0_0"}):
         answer = client.get("/v1/containers", headers=headers)
         assert answer.status_code == 401, headers
@@ -38,8 +30,8 @@ def test_tcp_refuses_requests_without_a_valid_credential(services):
 
 
 def test_a_tenant_key_acts_in_its_own_tenant_only(services):
-    client = _tcp(services)
-    alice = _key(services, "alice", Role.ADMIN)
+    client = TestClient(tcp_app(services))
+    alice = bearer(services, "alice", Role.ADMIN)
     assert client.get("/v1/containers", headers=alice).json() == []
     answer = client.get("/v1/containers", headers={**alice, TENANT_HEADER: "bob"})
     assert answer.status_code == 403 and answer.json()["kind"] == "PermissionDenied"
@@ -48,8 +40,8 @@ def test_a_tenant_key_acts_in_its_own_tenant_only(services):
 
 
 def test_a_member_reads_but_does_not_change(services):
-    client = _tcp(services)
-    member = _key(services, "alice", Role.MEMBER)
+    client = TestClient(tcp_app(services))
+    member = bearer(services, "alice", Role.MEMBER)
     assert client.get("/v1/pods", headers=member).status_code == 200
     answer = client.post("/v1/containers", json={"image": "busybox"}, headers=member)
     assert answer.status_code == 403, answer.text
@@ -58,7 +50,7 @@ def test_a_member_reads_but_does_not_change(services):
 
 
 def test_websockets_are_authenticated_before_they_are_accepted(services):
-    client = _tcp(services)
+    client = TestClient(tcp_app(services))
     with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect("/v1/x/exec"):
         pass
     assert refused.value.code == 1008
@@ -78,8 +70,8 @@ def test_the_operator_names_a_tenant_that_exists_or_every_tenant(services):
 
 def test_templates_are_the_operators(services):
     """Templates are the host's, and an unshared one names its tenant: no tenant sees them."""
-    client = _tcp(services)
-    admin = _key(services, "alice", Role.ADMIN)
+    client = TestClient(tcp_app(services))
+    admin = bearer(services, "alice", Role.ADMIN)
     for method, path in (
         ("GET", "/v1/templates"),
         ("POST", "/v1/templates/prune"),
@@ -102,8 +94,8 @@ def test_an_address_that_presents_too_many_refused_credentials_is_answered_429(t
     services = Services.build(settings)
     try:
         services.tenancy.tenants.create("alice")
-        good = _key(services, "alice", Role.ADMIN)
-        app = Identified(create_app(services), services.tenancy.authenticator.authenticate)
+        good = bearer(services, "alice", Role.ADMIN)
+        app = tcp_app(services)
         guesser = TestClient(app, client=("192.0.2.7", 40000))
         wrong = {"Authorization": "Bearer hk_" + "0" * 16 + "_" + "0" * 48}
         assert guesser.get("/v1/pods", headers=good).status_code == 200

@@ -4,29 +4,25 @@ carry their tenant."""
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from hyper.daemon.app import create_app
-from hyper.daemon.auth import TENANT_HEADER, Identified, as_operator
+from hyper.daemon.auth import TENANT_HEADER, as_operator
 from hyper.errors import NotFound
 from hyper.images.builder import build_image
-from hyper.service.core import Services
+from hyper.images.store import ImageStore
 from hyper.tenancy.principal import Role
-
-
-@pytest.fixture
-def tcp(services):
-    return TestClient(Identified(create_app(services), services.tenancy.authenticator.authenticate))
-
-
-def _key(services: Services, tenant: str, role: Role) -> dict[str, str]:
-    return {"Authorization": f"Bearer {services.tenancy.keys.create(tenant, role).key}"}
+from tests.unit.conftest import bearer
+from tests.unit.test_service_images import _registry_of
 
 
 def test_another_tenants_image_is_not_found_like_a_missing_one(services, tcp):
     image = build_image(services.images.store.tenant("alice"), "app:1", [{"a": b"1"}])
-    alice, bob = _key(services, "alice", Role.ADMIN), _key(services, "bob", Role.ADMIN)
+    alice, bob = bearer(services, "alice", Role.ADMIN), bearer(services, "bob", Role.ADMIN)
     assert [r["Tag"] for r in tcp.get("/v1/images", headers=alice).json()] == ["1"]
     assert tcp.get("/v1/images/app:1/json", headers=alice).json()["Id"] == image.id
     assert tcp.get("/v1/images", headers=bob).json() == []
@@ -54,7 +50,7 @@ def test_another_tenants_image_is_not_found_like_a_missing_one(services, tcp):
 
 def test_a_member_looks_but_does_not_change_images(services, tcp):
     build_image(services.images.store.tenant("alice"), "app:1", [{"a": b"1"}])
-    member = _key(services, "alice", Role.MEMBER)
+    member = bearer(services, "alice", Role.MEMBER)
     assert len(tcp.get("/v1/images", headers=member).json()) == 1
     assert tcp.get("/v1/images/app:1/json", headers=member).status_code == 200
     for method, path, kwargs in (
@@ -98,3 +94,21 @@ def test_the_operator_lists_every_tenants_images_and_events_carry_the_tenant(ser
     assert (event.action, event.name, event.tenant) == ("tag", "copy:1", "bob")
     answer = operator.post("/v1/images/prune", headers={TENANT_HEADER: "*"})
     assert answer.status_code == 400  # a change names one tenant
+
+
+def test_a_pull_streams_its_result_and_publishes_its_event_in_the_callers_tenant(
+    services, tcp, tmp_path
+):
+    source = ImageStore(tmp_path / "source")
+    image = build_image(source, "app:1", [{"a": b"1"}])
+    services.images._transport = httpx.MockTransport(_registry_of(image, source))
+    alice = bearer(services, "alice", Role.ADMIN)
+    answer = tcp.post("/v1/images/pull", params={"reference": "r.test:5000/app:1"}, headers=alice)
+    assert answer.status_code == 200, answer.text
+    last = json.loads(answer.text.splitlines()[-1])
+    assert last == {
+        "result": {"reference": "r.test:5000/app:1", "digest": str(image.digest), "id": image.id}
+    }
+    (event,) = [e for e in services.events._history if e.type == "image"]
+    assert (event.action, event.name, event.tenant) == ("pull", "r.test:5000/app:1", "alice")
+    assert services.images.store.tenant("alice").resolve("r.test:5000/app:1").digest == image.digest

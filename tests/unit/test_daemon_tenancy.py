@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 
 from hyper.config.settings import from_dict
 from hyper.daemon.app import create_app
-from hyper.daemon.auth import Identified, as_operator
+from hyper.daemon.auth import as_operator
 from hyper.service.core import Services
 from hyper.state.db import PodRecord
 from hyper.tenancy.metering import Kind
 from hyper.tenancy.prometheus import CONTENT_TYPE
+from tests.unit.conftest import tcp_app
 
 
 def _no_network(request: httpx.Request) -> httpx.Response:
@@ -37,7 +38,7 @@ class Host:
         )
         app = create_app(self.services)
         self.local = TestClient(as_operator(app))
-        self.tcp = TestClient(Identified(app, self.services.tenancy.authenticator.authenticate))
+        self.tcp = TestClient(tcp_app(self.services))
 
     def tenant(self, name: str) -> None:
         assert self.local.post("/v1/tenants", json={"name": name}).status_code == 201

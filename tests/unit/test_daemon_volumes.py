@@ -8,9 +8,10 @@ from fastapi.testclient import TestClient
 
 from hyper.config.settings import from_dict
 from hyper.daemon.app import create_app
-from hyper.daemon.auth import Identified, as_operator
+from hyper.daemon.auth import as_operator
 from hyper.service.core import Services
 from hyper.tenancy.principal import Role
+from tests.unit.conftest import tcp_app
 
 
 def _no_network(request: httpx.Request) -> httpx.Response:
@@ -58,8 +59,7 @@ def _tenants(root):
 
     def client(tenant: str, role: Role) -> TestClient:
         key = keys.create(tenant, role).key
-        app = Identified(create_app(services), services.tenancy.authenticator.authenticate)
-        return TestClient(app, headers={"Authorization": f"Bearer {key}"})
+        return TestClient(tcp_app(services), headers={"Authorization": f"Bearer {key}"})
 
     return services, client
 
