@@ -156,6 +156,8 @@ def test_config_show_masks_the_key_and_unset_forgets_it(tmp_path, monkeypatch, c
     stored = tmp_path / "client.toml"
     monkeypatch.setenv("HYPER_CLIENT_CONFIG", str(stored))
     credentials.save(stored, credentials.ClientConfig("https://h.example:1", KEY))
+    assert stored.stat().st_mode & 0o777 == 0o600  # it holds a key
+    assert [p.name for p in tmp_path.iterdir()] == ["client.toml"]  # no temporary file left
     assert main(["config", "show", "--format", "json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["key"] == "hk_0123456789abcdef_aaaa…" and KEY not in json.dumps(shown)

@@ -95,24 +95,16 @@ def save(path: Path, config: ClientConfig) -> None:
     """Write ``config`` whole (a temporary file renamed over the old one), mode 0600."""
     import json
 
+    from hyper.images.files import atomic_write  # not on the hot path of every command
+
     lines = []
     for name in _KEYS:
         value = _check(name, getattr(config, name), "the configuration")
         if value:
             lines.append(f"{name} = {json.dumps(value)}")  # ASCII-only: JSON's escapes are TOML's
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            os.fchmod(handle.fileno(), 0o600)
-            handle.write("\n".join(lines) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_write(path, mode=0o600) as handle:
+        handle.write(("\n".join(lines) + "\n").encode())
 
 
 def resolve(

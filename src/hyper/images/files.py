@@ -20,14 +20,15 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path) -> Iterator[BinaryIO]:
-    """Replace ``path`` all at once: readers see the old content or the new, never a mix."""
+def atomic_write(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Replace ``path`` all at once: readers see the old content or the new, never a mix.
+    The new file is private (0600) until it is whole, then gets ``mode``."""
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
-            os.fchmod(out.fileno(), 0o644)
+            os.fchmod(out.fileno(), mode)
             os.fsync(out.fileno())
         os.replace(tmp_name, path)
         fsync_dir(path.parent)
