@@ -216,24 +216,20 @@ class QemuVm:
     async def attach_disk(self, disk: Disk) -> None:
         """Hot-plug ``disk`` (see `hotplug`): the guest finds it by its serial, ``disk.id``."""
         self._require("attach a disk to", VmState.RUNNING)
-        await hotplug.attach(self._execute, disk)
+        await hotplug.attach(self.execute, disk)
         self._logger.debug("disk %s attached: %s", disk.id, disk.path)
 
     async def save_state(self, path: Path, timeout: float = 30.0) -> None:
         """Pause the guest and save its device state (a template; RAM is in its file)."""
         self._require("save the state of", VmState.RUNNING)
-        await snapshot.save(self._execute, path, timeout)
+        await snapshot.save(self.execute, path, timeout)
 
     async def restore_state(self, path: Path, timeout: float = 30.0) -> None:
         """Load a saved state into this VM (started with ``incoming``) and resume it."""
         self._require("restore a state into", VmState.RUNNING)
         if not self.config.incoming:
             raise FailedPrecondition(f"VM {self.config.name} was not started to take a state")
-        await snapshot.load(self._execute, path, timeout)
-
-    async def _execute(self, command: str, arguments: dict[str, object]) -> Any:
-        assert self._qmp is not None
-        return await self._qmp.execute(command, arguments)
+        await snapshot.load(self.execute, path, timeout)
 
     def console_tail(self) -> str:
         """The last 64 KiB the guest printed on its serial console (allowed in every state)."""

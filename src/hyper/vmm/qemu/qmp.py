@@ -70,10 +70,8 @@ class Qmp:
             elif wanted == name and isinstance(data, dict) and match(data):
                 future.set_result(None)
                 self._expected.remove(entry)
-        if name == "SHUTDOWN":
-            data = msg.get("data")
-            if isinstance(data, dict) and isinstance(data.get("reason"), str):
-                self.shutdown_reason = data["reason"]
+        if name == "SHUTDOWN" and isinstance(data, dict) and isinstance(data.get("reason"), str):
+            self.shutdown_reason = data["reason"]
 
     async def connect(self, path: Path, timeout: float) -> None:
         """Connect, read the greeting and negotiate capabilities, all within `timeout` seconds."""
