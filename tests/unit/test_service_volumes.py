@@ -100,6 +100,7 @@ def test_a_referenced_volume_cannot_be_removed_and_rw_use_is_exclusive(service):
     with pytest.raises(errors.FailedPrecondition, match="in use by pod reader, writer"):
         run(service.remove(ALICE, "db"))
     set_state(service, writer, "running")
+    assert service.conflicts(reader.id) == [writer.id] and service.conflicts(writer.id) == []
     with pytest.raises(errors.FailedPrecondition, match="writer uses it read-write"):
         service.attachments(reader.id, "reader")
     [attachment] = service.attachments(writer.id, "writer")  # its own use is no conflict
@@ -107,7 +108,9 @@ def test_a_referenced_volume_cannot_be_removed_and_rw_use_is_exclusive(service):
     assert attachment.format == "qcow2" and attachment.disk.startswith("vol-")
     set_state(service, writer, "exited")
     set_state(service, reader, "running")
-    assert service.attachments(add_pod(service, ALICE, "r2", "db:/d:ro").id, "r2")[0].readonly
+    r2 = add_pod(service, ALICE, "r2", "db:/d:ro")
+    assert service.attachments(r2.id, "r2")[0].readonly and service.conflicts(r2.id) == []
+    assert service.conflicts(writer.id) == [reader.id]  # r2 is not active: no conflict yet
     with pytest.raises(errors.FailedPrecondition, match="reader uses it read-only"):
         service.attachments(writer.id, "writer")
 

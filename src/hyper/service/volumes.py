@@ -38,7 +38,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from hyper import errors
@@ -392,13 +392,20 @@ class VolumeService:
 
     def conflicts(self, pod_id: str) -> list[str]:
         """The active pods whose use of this pod's volumes conflicts with its own."""
-        found = []
-        for ref in self.tables.pod_volumes(pod_id):
-            for other, _, state in self.tables.users(ref.volume_id):
-                conflict = not (ref.readonly and other.readonly)
-                if other.pod_id != pod_id and state in ACTIVE and conflict:
-                    found.append(other.pod_id)
-        return sorted(set(found))
+        refs = self.tables.pod_volumes(pod_id)
+        return sorted({other.pod_id for _, other, _ in self._conflicts(refs)})
+
+    def _conflicts(
+        self, refs: list[PodVolumeRecord]
+    ) -> Iterator[tuple[PodVolumeRecord, PodVolumeRecord, str]]:
+        """(a pod's reference, another active pod's conflicting one, that pod's name), in the
+        order of ``refs``: read-write use is exclusive, read-only is shared."""
+        for ref in refs:
+            for other, other_name, state in self.tables.users(ref.volume_id):
+                if other.pod_id == ref.pod_id or state not in ACTIVE:
+                    continue
+                if not (ref.readonly and other.readonly):
+                    yield ref, other, other_name
 
     def attachments(
         self, pod_id: str, pod_name: str, spec: dict[str, Any] | None = None
@@ -406,17 +413,17 @@ class VolumeService:
         """What a starting pod attaches and mounts; refused if another active pod's use
         conflicts (read-write is exclusive). Synchronous on purpose: the caller marks the pod
         active in the same turn of the event loop, so two starts cannot both pass."""
+        refs = self.tables.pod_volumes(pod_id)
+        conflict = next(self._conflicts(refs), None)
+        if conflict is not None:
+            ref, other, other_name = conflict
+            mode = "read-only" if other.readonly else "read-write"
+            raise errors.FailedPrecondition(
+                f"pod {pod_name} cannot mount its volume at {ref.target}: pod"
+                f" {other_name} uses it {mode}, and read-write use is exclusive"
+            )
         found = []
-        for ref in self.tables.pod_volumes(pod_id):
-            for other, other_name, state in self.tables.users(ref.volume_id):
-                if other.pod_id == pod_id or state not in ACTIVE:
-                    continue
-                if not (ref.readonly and other.readonly):
-                    mode = "read-only" if other.readonly else "read-write"
-                    raise errors.FailedPrecondition(
-                        f"pod {pod_name} cannot mount its volume at {ref.target}: pod"
-                        f" {other_name} uses it {mode}, and read-write use is exclusive"
-                    )
+        for ref in refs:
             device = self.driver.device(ref.volume_id)
             found.append(
                 Attachment(
