@@ -27,7 +27,7 @@ class HostNetwork:
     def __init__(self, settings: NetworkSettings) -> None:
         self.settings = settings
         self.dns = Dns(settings.table, settings.dnsmasq, settings.upstream_dns)
-        self._fips = [IPv4Network(f"{a}/32") for a in ipam.fip_pool(settings.fip_pool)]
+        self._fips = set(ipam.fip_pool(settings.fip_pool))
 
     def routed(self) -> list[IPv4Network]:
         with Links() as links:
@@ -73,7 +73,7 @@ class HostNetwork:
         wanted = {IPv4Interface(f"{ep.fip}/32") for _, ep in topology.endpoints() if ep.fip}
         present = links.addresses(index)
         for address in present - wanted:
-            if address.network.prefixlen == 32 and any(address.ip in f for f in self._fips):
+            if address.network.prefixlen == 32 and address.ip in self._fips:
                 links.set_addresses(index, present - {address}, within=address.network)
         for address in wanted - present:
             links.set_addresses(index, {address}, within=address.network)
