@@ -39,7 +39,7 @@ from hyper.model.ports import PortMap
 from hyper.model.restart import RestartPolicy
 from hyper.service.core import Services
 from hyper.shim.logs import LogEntry
-from hyper.state.db import ContainerRecord, PodRecord
+from hyper.state.db import ACTIVE, ContainerRecord, PodRecord
 
 API_VERSION = "1"
 Ref = Annotated[str, Query(max_length=256)]
@@ -375,9 +375,7 @@ def create_app(services: Services) -> FastAPI:
         found = []
         for pod in pods.pods(caller(http).reads()):
             view = views.pod(pod)
-            if (all or pod.state in ("starting", "running", "stopping")) and views.matches(
-                {**view, "pod": None}, filters
-            ):
+            if (all or pod.state in ACTIVE) and views.matches({**view, "pod": None}, filters):
                 found.append(view)
         return found
 

@@ -44,7 +44,7 @@ from hyper.network.host import HostNetwork
 from hyper.network.topology import Endpoint, Network, Topology
 from hyper.service.caller import Caller
 from hyper.service.tenancy import Accounts, TenancyService
-from hyper.state.db import Database, PodRecord
+from hyper.state.db import ACTIVE, Database, PodRecord
 from hyper.state.networks import EndpointRecord, FipRecord, NetworkRecord, NetworkStore
 from hyper.tenancy.metering import Kind
 from hyper.tenancy.principal import Scope
@@ -53,7 +53,6 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_NETWORK = "default"
 NO_NETWORK = "none"
-_ACTIVE = ("starting", "running", "stopping")
 
 
 class NetworkService:
@@ -146,7 +145,7 @@ class NetworkService:
                     "pod": pod.name if pod else ep.pod_id,
                     "address": ep.address,
                     "mac": ipam.mac_for(IPv4Address(ep.address)),
-                    "running": bool(pod and pod.state in _ACTIVE),
+                    "running": bool(pod and pod.state in ACTIVE),
                 }
             )
         return {**self._view(net, len(endpoints)), "endpoints": endpoints}
@@ -245,7 +244,7 @@ class NetworkService:
         with every address), of any tenant: another tenant's pod is not named."""
         mine = [PortMap.parse(p) for p in pod.spec.get("ports", [])]
         for other in self.db.pods(None):
-            if other.id == pod.id or other.state not in _ACTIVE:
+            if other.id == pod.id or other.state not in ACTIVE:
                 continue
             for theirs in (PortMap.parse(p) for p in other.spec.get("ports", [])):
                 for port in mine:
@@ -391,7 +390,7 @@ class NetworkService:
         endpoints: dict[str, list[Endpoint]] = defaultdict(list)
         for ep in self.store.endpoints():
             pod = pods.get(ep.pod_id)
-            if pod is None or (pod.state not in _ACTIVE and pod.id not in also):
+            if pod is None or (pod.state not in ACTIVE and pod.id not in also):
                 continue
             address = IPv4Address(ep.address)
             endpoints[ep.network_id].append(

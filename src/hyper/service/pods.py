@@ -49,15 +49,14 @@ from hyper.service.volumes import VolumeService
 from hyper.shim import launch
 from hyper.shim import logs as logfiles
 from hyper.shim.client import ShimClient
-from hyper.state.db import ContainerRecord, Database, PodRecord
+from hyper.shim.status import POD_STATES
+from hyper.state.db import ACTIVE, FINAL, ContainerRecord, Database, PodRecord
 from hyper.tenancy.metering import Kind
 from hyper.tenancy.principal import Scope
 from hyper.tenancy.quotas import Reservation
 
 _log = logging.getLogger(__name__)
 
-ACTIVE = ("starting", "running", "stopping")
-FINAL = ("created", "exited", "failed")
 SUPERVISOR_DIED = "the pod's supervisor died"
 
 
@@ -828,7 +827,7 @@ def _merge_status(pod: PodRecord, status: dict[str, Any]) -> None:
     """Copy a supervisor's status (untrusted shape: it is checked field by field)."""
     state = status.get("pod", {})
     if isinstance(state, dict):
-        if state.get("state") in ("starting", "running", "stopping", "exited", "failed"):
+        if state.get("state") in POD_STATES:
             pod.state = state["state"]
         pod.error = str(state.get("error") or pod.error or "")[:4096]
         pod.finished_at = _number(state.get("finished_at"), pod.finished_at)

@@ -50,7 +50,7 @@ from hyper.service.caller import Caller
 from hyper.service.events import Event, EventBus
 from hyper.service.tenancy import Accounts, TenancyService
 from hyper.shim.client import ShimClient
-from hyper.state.db import Database
+from hyper.state.db import ACTIVE, Database
 from hyper.state.volumes import PodVolumeRecord, SnapshotRecord, VolumeRecord, VolumeTables
 from hyper.tenancy.metering import Kind
 from hyper.tenancy.principal import Scope
@@ -58,7 +58,6 @@ from hyper.volumes import Attachment, Consistency, LocalDriver, VolumeDriver, di
 from hyper.volumes.driver import DEFAULT_SIZE
 
 _log = logging.getLogger(__name__)
-ACTIVE = ("starting", "running", "stopping")
 
 
 class _Named(Protocol):

@@ -166,6 +166,12 @@ class ContainerRecord:
     finished_at: float | None = None
 
 
+ACTIVE = ("starting", "running", "stopping")
+"""The states of a pod whose VM is being made, runs or is being stopped."""
+FINAL = ("created", "exited", "failed")
+"""The states of a pod with no VM."""
+
+
 @dataclass
 class PodRecord:
     id: str
