@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hyper.cli import networks, templates, tenancy, volumes  # their parsers only, at start-up
+from hyper.cli import networks, options, templates, tenancy, volumes  # parsers only, at start
 
 
 def _process_flags(parser: argparse.ArgumentParser) -> None:
@@ -63,12 +63,6 @@ def _container_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND")
 
 
-def _format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--format", choices=("table", "json"), default="table", help="table (default) or json"
-    )
-
-
 def _filter(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-f", "--filter", action="append", default=[], metavar="KEY=VALUE", help="filter"
@@ -83,8 +77,7 @@ def _image_verbs(verbs: Any) -> None:
     push.add_argument("-q", "--quiet", action="store_true", help="no progress")
     push.add_argument("image", metavar="NAME[:TAG]")
     images = verbs.add_parser("images", help="list images")
-    images.add_argument("-q", "--quiet", action="store_true", help="only ids")
-    _format(images)
+    options.listing(images, "only ids")
     rmi = verbs.add_parser("rmi", help="remove images")
     rmi.add_argument("-f", "--force", action="store_true", help="even if a container uses it")
     rmi.add_argument("images", nargs="+", metavar="IMAGE")
@@ -93,7 +86,7 @@ def _image_verbs(verbs: Any) -> None:
     tag.add_argument("target", metavar="TARGET[:TAG]")
     history = verbs.add_parser("history", help="the layers of an image and how they were made")
     history.add_argument("--no-trunc", action="store_true", help="do not shorten the commands")
-    _format(history)
+    options.output_format(history)
     history.add_argument("image", metavar="IMAGE")
     save = verbs.add_parser("save", help="write images to a tar archive (docker save format)")
     save.add_argument("-o", "--output", metavar="FILE", help="the archive (default: stdout)")
@@ -203,8 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ps = verbs.add_parser("ps", help="list containers")
     ps.add_argument("-a", "--all", action="store_true", help="also the stopped ones")
-    ps.add_argument("-q", "--quiet", action="store_true", help="only ids")
-    _format(ps)
+    options.listing(ps, "only ids")
     _filter(ps)
     logs = verbs.add_parser("logs", help="a container's output")
     logs.add_argument("-f", "--follow", action="store_true", help="keep following")
@@ -226,15 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
     wait.add_argument("containers", nargs="+", metavar="CONTAINER")
     stats = verbs.add_parser("stats", help="memory, CPU and processes of containers")
     stats.add_argument("--no-stream", action="store_true", help="print once and exit")
-    _format(stats)
+    options.output_format(stats)
     stats.add_argument("containers", nargs="*", metavar="CONTAINER")
     top = verbs.add_parser("top", help="the processes of a container")
-    _format(top)
+    options.output_format(top)
     top.add_argument("container", metavar="CONTAINER")
     events = verbs.add_parser("events", help="lifecycle events, as they happen")
     events.add_argument("--since", help="replay from this time")
     events.add_argument("--until", help="stop at this time")
-    _format(events)
+    options.output_format(events)
     _filter(events)
 
     pod = verbs.add_parser("pod", help="pods of several containers")
@@ -255,8 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
     pod_ls = pod_verbs.add_parser("ls", help="list pods")
     pod_ls.add_argument("-a", "--all", action="store_true", help="also the stopped ones")
-    pod_ls.add_argument("-q", "--quiet", action="store_true", help="only ids")
-    _format(pod_ls)
+    options.listing(pod_ls, "only ids")
     _filter(pod_ls)
     for name, text in (
         ("inspect", "details of pods"),
@@ -281,9 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     templates.add_parsers(verbs)
     tenancy.add_parsers(verbs)
     info = verbs.add_parser("info", help="the daemon, the guest, the accelerator")
-    _format(info)
+    options.output_format(info)
     version = verbs.add_parser("version", help="versions of the client and the daemon")
-    _format(version)
+    options.output_format(version)
     verbs.add_parser("setup", help="build the guest, probe the accelerator, make `busybox`")
     guest = verbs.add_parser("guest", help="the guest kernel and initramfs (local)")
     guest_verbs = guest.add_subparsers(dest="guest_verb", metavar="COMMAND", required=True)

@@ -6,8 +6,9 @@ import their helpers when they run.
 
 from __future__ import annotations
 
-import argparse
 from typing import TYPE_CHECKING, Any
+
+from hyper.cli import options
 
 if TYPE_CHECKING:
     from hyper.cli.client import Client
@@ -22,7 +23,7 @@ def add_parsers(verbs: Any) -> None:
         "--no-nat", action="store_true", help="no outbound traffic to the host's uplink"
     )
     create.add_argument("name", metavar="NAME")
-    _listing(net_verbs.add_parser("ls", help="list networks"))
+    options.listing(net_verbs.add_parser("ls", help="list networks"))
     inspect = net_verbs.add_parser("inspect", help="details of networks, as JSON")
     inspect.add_argument("networks", nargs="+", metavar="NETWORK")
     rm = net_verbs.add_parser("rm", help="remove networks (without pods)")
@@ -38,14 +39,7 @@ def add_parsers(verbs: Any) -> None:
     disassociate.add_argument("fip", metavar="FIP")
     release = fip_verbs.add_parser("release", help="give the address back to the pool")
     release.add_argument("fip", metavar="FIP")
-    _listing(fip_verbs.add_parser("ls", help="list the tenant's floating IPs"))
-
-
-def _listing(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="only names")
-    parser.add_argument(
-        "--format", choices=("table", "json"), default="table", help="table (default) or json"
-    )
+    options.listing(fip_verbs.add_parser("ls", help="list the tenant's floating IPs"))
 
 
 def network(client: Client, args: Any) -> int:
@@ -68,7 +62,7 @@ def network(client: Client, args: Any) -> int:
                 rows.append(
                     [n["id"][:12], n["name"], n["subnet"], n["gateway"], nat, str(n["endpoints"])]
                 )
-            output.table(_whose(args, found, rows))
+            output.table(output.whose(rows, found, client.tenant == "*"))
     elif verb == "inspect":
         output.emit_json([client.call("GET", f"/networks/{ref}") for ref in args.networks])
     elif verb == "rm":
@@ -99,15 +93,5 @@ def fip(client: Client, args: Any) -> int:
         else:
             rows = [["FLOATING IP", "CONTAINER"]]
             rows += [[f["address"], f["container"]] for f in found]
-            output.table(_whose(args, found, rows))
+            output.table(output.whose(rows, found, client.tenant == "*"))
     return 0
-
-
-def _whose(args: Any, found: list[dict[str, Any]], rows: list[list[str]]) -> list[list[str]]:
-    """The rows of a table, with a TENANT column for an operator's every-tenant listing."""
-    if getattr(args, "tenant", None) != "*":
-        return rows
-    header, *lines = rows
-    return [["TENANT", *header]] + [
-        [item["tenant"], *row] for item, row in zip(found, lines, strict=True)
-    ]

@@ -24,6 +24,19 @@ def table(rows: Sequence[Sequence[str]]) -> None:
     sys.stdout.write("\n".join(out) + "\n")
 
 
+def whose(
+    rows: Sequence[Sequence[str]], found: Sequence[dict[str, Any]], every: bool
+) -> list[Sequence[str]]:
+    """A table's ``rows`` (a header, then a row per item of ``found``), with a TENANT column
+    first when the listing is ``every`` tenant's (an operator's ``--tenant '*'``)."""
+    if not every:
+        return list(rows)
+    header, *lines = rows
+    return [("TENANT", *header)] + [
+        (item["tenant"], *row) for item, row in zip(found, lines, strict=True)
+    ]
+
+
 def pairs(values: dict[str, Any]) -> None:
     width = max(len(k) for k in values)
     for key, value in values.items():

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from hyper.cli import options
+
 if TYPE_CHECKING:
     from hyper.cli.client import Client
 
@@ -16,10 +18,7 @@ def add_parsers(verbs: Any) -> None:
     template = verbs.add_parser("template", help="VM templates that new pods are cloned from")
     template_verbs = template.add_subparsers(dest="template_verb", metavar="COMMAND", required=True)
     ls = template_verbs.add_parser("ls", help="list templates")
-    ls.add_argument("-q", "--quiet", action="store_true", help="only keys")
-    ls.add_argument(
-        "--format", choices=("table", "json"), default="table", help="table (default) or json"
-    )
+    options.listing(ls, "only keys")
     build = template_verbs.add_parser("build", help="build a template ahead of time")
     build.add_argument("--cpus", type=int, help="vCPUs (default: the configured ones)")
     build.add_argument("-m", "--memory", help="memory, e.g. 512M (default: the configured one)")

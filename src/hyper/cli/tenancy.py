@@ -17,6 +17,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
+from hyper.cli import options
+
 if TYPE_CHECKING:
     from hyper.cli.client import Client
 
@@ -34,17 +36,21 @@ def add_parsers(verbs: Any) -> None:
     given.add_argument("--key", dest="config_key", metavar="KEY", help="the access key")
     given.add_argument("--key-stdin", action="store_true", help="read the access key from stdin")
     set_.add_argument("--ca", dest="config_ca", metavar="FILE", help="the CA of hyperd's cert")
-    _format(config_verbs.add_parser("show", help="the stored endpoint, key (masked) and CA"))
+    options.output_format(
+        config_verbs.add_parser("show", help="the stored endpoint, key (masked) and CA")
+    )
     config_verbs.add_parser("unset", help="forget the stored endpoint and key")
 
-    _format(verbs.add_parser("whoami", help="the tenant and role of this client's credential"))
+    options.output_format(
+        verbs.add_parser("whoami", help="the tenant and role of this client's credential")
+    )
 
     tenant = verbs.add_parser("tenant", help="tenants of this host (operator)")
     tenant_verbs = tenant.add_subparsers(dest="tenant_verb", metavar="COMMAND", required=True)
     create = tenant_verbs.add_parser("create", help="create a tenant")
     create.add_argument("--description", default="", help="what it is for")
     create.add_argument("name", metavar="NAME")
-    _listing(tenant_verbs.add_parser("ls", help="list tenants"))
+    options.listing(tenant_verbs.add_parser("ls", help="list tenants"), "only names or ids")
     rm = tenant_verbs.add_parser("rm", help="remove tenants that own nothing any more")
     rm.add_argument("names", nargs="+", metavar="NAME")
 
@@ -59,10 +65,10 @@ def add_parsers(verbs: Any) -> None:
         "--expires", metavar="DURATION", help="valid for this long: seconds, or 30m, 12h, 90d"
     )
     _tenant(key_create)
-    _format(key_create)
+    options.output_format(key_create)
     key_ls = key_verbs.add_parser("ls", help="list access keys")
     key_ls.add_argument("-a", "--all", action="store_true", help="also the revoked ones")
-    _listing(key_ls)
+    options.listing(key_ls, "only names or ids")
     revoke = key_verbs.add_parser("revoke", help="revoke access keys")
     revoke.add_argument("ids", nargs="+", metavar="ID")
 
@@ -70,7 +76,7 @@ def add_parsers(verbs: Any) -> None:
     quota_verbs = quota.add_subparsers(dest="quota_verb", metavar="COMMAND", required=True)
     show = quota_verbs.add_parser("show", help="limits and usage (default: your tenant)")
     show.add_argument("name", nargs="?", metavar="TENANT")
-    _format(show)
+    options.output_format(show)
     quota_set = quota_verbs.add_parser("set", help="set limits (operator): -1 unlimited")
     quota_set.add_argument("name", metavar="TENANT")
     quota_set.add_argument(
@@ -80,24 +86,13 @@ def add_parsers(verbs: Any) -> None:
         quota_set.add_argument(
             f"--{resource.replace('_', '-')}", dest=f"quota_{resource}", metavar="LIMIT"
         )
-    _format(quota_set)
+    options.output_format(quota_set)
 
     usage = verbs.add_parser("usage", help="vCPU, memory, volume and floating IP seconds used")
     usage.add_argument("--since", help="from this time (epoch, RFC 3339, or 10m, 2h)")
     usage.add_argument("--until", help="up to this time (default: now)")
     _tenant(usage, "a tenant, or '*' for every tenant (operator)")
-    _format(usage)
-
-
-def _format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--format", choices=("table", "json"), default="table", help="table (default) or json"
-    )
-
-
-def _listing(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="only names or ids")
-    _format(parser)
+    options.output_format(usage)
 
 
 def _tenant(parser: argparse.ArgumentParser, text: str = "in this tenant (operator)") -> None:

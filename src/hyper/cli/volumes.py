@@ -6,9 +6,10 @@ import their helpers when they run.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+
+from hyper.cli import options
 
 if TYPE_CHECKING:
     from hyper.cli.client import Client
@@ -22,7 +23,7 @@ def add_parsers(verbs: Any) -> None:
     create.add_argument("--size", help="e.g. 512M or 10G (default: 1G)")
     create.add_argument("--from-snapshot", metavar="SNAPSHOT", help="a copy of a snapshot")
     create.add_argument("name_arg", nargs="?", metavar="NAME", help="its name (as docker)")
-    _listing(volume_verbs.add_parser("ls", help="list volumes"))
+    options.listing(volume_verbs.add_parser("ls", help="list volumes"))
     inspect = volume_verbs.add_parser("inspect", help="details of volumes, as JSON")
     inspect.add_argument("volumes", nargs="+", metavar="VOLUME")
     rm = volume_verbs.add_parser("rm", help="remove volumes (not in use, without snapshots)")
@@ -35,18 +36,11 @@ def add_parsers(verbs: Any) -> None:
     snap.add_argument("volume", metavar="VOLUME")
     snap_ls = snap_verbs.add_parser("ls", help="list snapshots")
     snap_ls.add_argument("--volume", help="only the snapshots of this volume")
-    _listing(snap_ls)
+    options.listing(snap_ls)
     snap_inspect = snap_verbs.add_parser("inspect", help="details of snapshots, as JSON")
     snap_inspect.add_argument("snapshots", nargs="+", metavar="SNAPSHOT")
     snap_rm = snap_verbs.add_parser("rm", help="remove snapshots")
     snap_rm.add_argument("snapshots", nargs="+", metavar="SNAPSHOT")
-
-
-def _listing(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="only names")
-    parser.add_argument(
-        "--format", choices=("table", "json"), default="table", help="table (default) or json"
-    )
 
 
 def volume(client: Client, args: Any) -> int:
@@ -64,7 +58,7 @@ def volume(client: Client, args: Any) -> int:
             users = ",".join(sorted({u["pod"] for u in v["users"]})) or "-"
             created = output.ago(v["created"])
             rows.append((v["name"], output.size(v["size"]), v["driver"], users, created))
-        _emit(args, found, rows)
+        _emit(client, args, found, rows)
     elif verb == "inspect":
         output.emit_json([client.call("GET", f"/volumes/{ref}") for ref in args.volumes])
     else:
@@ -88,7 +82,7 @@ def snapshot(client: Client, args: Any) -> int:
         for s in found:
             created = output.ago(s["created"])
             rows.append((s["name"], s["volume"], output.size(s["size"]), s["consistency"], created))
-        _emit(args, found, rows)
+        _emit(client, args, found, rows)
     elif verb == "inspect":
         output.emit_json([client.call("GET", f"/snapshots/{ref}") for ref in args.snapshots])
     else:
@@ -98,7 +92,9 @@ def snapshot(client: Client, args: Any) -> int:
     return 0
 
 
-def _emit(args: Any, found: list[dict[str, Any]], rows: Sequence[Sequence[str]]) -> None:
+def _emit(
+    client: Client, args: Any, found: list[dict[str, Any]], rows: Sequence[Sequence[str]]
+) -> None:
     from hyper.cli import output
 
     if args.quiet:
@@ -106,10 +102,5 @@ def _emit(args: Any, found: list[dict[str, Any]], rows: Sequence[Sequence[str]])
             print(item["name"])
     elif args.format == "json":
         output.emit_json(found)
-    elif getattr(args, "tenant", None) == "*":  # every tenant's: say whose
-        header, *lines = rows
-        output.table(
-            [("TENANT", *header)] + [(i["tenant"], *r) for i, r in zip(found, lines, strict=True)]
-        )
     else:
-        output.table(rows)
+        output.table(output.whose(rows, found, client.tenant == "*"))
